@@ -1,0 +1,120 @@
+"""Azure Functions entry point: adapts HTTP and timer triggers to the gateway, and nothing more.
+
+Each HTTP function turns the Functions request (a Starlette request, through
+the FastAPI extension that makes streaming possible) into a `GatewayRequest`,
+calls one entry of `shared`, and renders the result. The local host
+(`local/host.py`) serves exactly these functions.
+
+The Functions host reserves routes that start with `admin` or `runtime`, so
+the gateway's admin API lives under `/gateway/admin/`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import azure.functions as func
+from azurefunctions.extensions.http.fastapi import Request, Response, StreamingResponse
+
+from shared.errors import ConfigError, GatewayError, PayloadTooLarge, ServiceUnavailable
+from shared.logs import install_filter, request_id_from, request_id_var
+from shared.models import GatewayRequest, GatewayResponse
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+log = logging.getLogger("gateway.http")
+
+ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+_MAX_BODY_CEILING = 64 * 1024 * 1024  # read no further than this, whatever the configured limit
+
+
+async def _read_body(req: Request, limit: int) -> bytes:
+    declared = req.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The request body is larger than the gateway's limit of {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in req.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The request body is larger than the gateway's limit of {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _render(result: GatewayResponse) -> Response:
+    if result.stream is not None:
+        return StreamingResponse(
+            result.stream, status_code=result.status, headers=result.headers, media_type="text/event-stream"
+        )
+    return Response(result.body, status_code=result.status, headers=result.headers)
+
+
+def _error(exc: GatewayError, request_id: str) -> Response:
+    headers = {"x-request-id": request_id, **exc.headers}
+    return Response(exc.body(), status_code=exc.status, headers=headers, media_type="application/json")
+
+
+Entry = Callable[..., Awaitable[GatewayResponse]]
+
+
+async def _serve(req: Request, entry_name: str) -> Response:
+    """Build the gateway request, call the named entry, render; nothing escapes as a bare 500."""
+    request_id = request_id_from(req.headers)
+    request_id_var.set(request_id)
+    try:
+        from shared.gateway import get_gateway  # noqa: PLC0415 - lazy: cold start stays cheap
+        from shared.http import ENTRIES  # noqa: PLC0415
+
+        gateway = await get_gateway()
+        limit = min(gateway.settings.max_body_bytes, _MAX_BODY_CEILING)
+        body = await _read_body(req, limit) if req.method not in ("GET", "HEAD") else b""
+        request = GatewayRequest(
+            method=req.method,
+            path=req.url.path,
+            headers={k.lower(): v for k, v in req.headers.items()},
+            query=dict(req.query_params),
+            body=body,
+            request_id=request_id,
+        )
+        return _render(await ENTRIES[entry_name](gateway, request))
+    except GatewayError as exc:
+        return _error(exc, request_id)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return _error(
+            ServiceUnavailable("The gateway is misconfigured; see its logs.", code="config_error"), request_id
+        )
+    except Exception:  # the last line of defence: log it, answer in the envelope
+        log.exception("unhandled error")
+        return _error(GatewayError("The gateway failed to handle this request."), request_id)
+
+
+@app.route(route="openai/{*path}", methods=ALL_METHODS)
+async def openai_azure_shape(req: Request) -> Response:
+    return await _serve(req, "proxy")
+
+
+@app.route(route="v1/{*path}", methods=ALL_METHODS)
+async def openai_v1_shape(req: Request) -> Response:
+    return await _serve(req, "proxy")
+
+
+@app.route(route="health", methods=["GET"])
+async def health(req: Request) -> Response:
+    return await _serve(req, "health")
+
+
+@app.route(route="gateway/admin/{*path}", methods=ALL_METHODS)
+async def admin(req: Request) -> Response:
+    return await _serve(req, "admin")
+
+
+@app.timer_trigger(schedule="%GATEWAY_PROBE_SCHEDULE%", arg_name="timer", run_on_startup=False)
+async def probe_backends(timer: func.TimerRequest) -> None:
+    from shared.gateway import get_gateway  # noqa: PLC0415 - lazy: cold start
+    from shared.probe import probe_all  # noqa: PLC0415
+
+    install_filter()
+    gateway = await get_gateway()
+    await probe_all(gateway)

@@ -1,0 +1,308 @@
+"""Managing subscriptions: one service used by the admin HTTP API, the command line and `make run`'s demo.
+
+HTTP, under `/gateway/admin/` with header `x-admin-key` (off when
+GATEWAY_ADMIN_KEY is unset):
+
+    POST   subscriptions                      create; answers 201 with both keys, shown this once
+    GET    subscriptions                      list
+    GET    subscriptions/{id}                 show
+    PATCH  subscriptions/{id}                 change name, state, limits, expiry, allowed deployments
+    POST   subscriptions/{id}/regenerate      {"key": "primary" | "secondary"}; answers the new key once
+    DELETE subscriptions/{id}
+    GET    backends                           breaker state, throttles and last probe of every backend
+
+Command line: `python -m shared.admin --help`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import secrets
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from shared.auth import hash_key, new_key
+from shared.errors import BadRequest, GatewayError, MethodNotAllowed, NotFound, Unauthorized
+from shared.models import (
+    GatewayRequest,
+    GatewayResponse,
+    Limits,
+    QuotaPeriod,
+    Subscription,
+    SubscriptionState,
+)
+from shared.stores.protocols import SubscriptionStore
+
+if TYPE_CHECKING:
+    from shared.gateway import Gateway
+
+_LIMIT_FIELDS = ("tokens_per_minute", "requests_per_minute", "token_quota")
+_EDITABLE = {
+    "name",
+    "state",
+    "expires_at",
+    "allowed_deployments",
+    "cache_opt_out",
+    *_LIMIT_FIELDS,
+    "token_quota_period",
+}
+
+
+# --- values in and out -----------------------------------------------------------------------
+
+
+def _positive_or_none(fields: dict[str, Any], name: str) -> int | None:
+    value = fields.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BadRequest(f"'{name}' must be a positive integer or null.", param=name)
+    return value
+
+
+def _limits(fields: dict[str, Any], base: Limits) -> Limits:
+    merged = {
+        "tokens_per_minute": base.tokens_per_minute,
+        "requests_per_minute": base.requests_per_minute,
+        "token_quota": base.token_quota,
+        "token_quota_period": base.token_quota_period.value if base.token_quota_period else None,
+        **{k: v for k, v in fields.items() if k in (*_LIMIT_FIELDS, "token_quota_period")},
+    }
+    period_raw = merged["token_quota_period"]
+    period: QuotaPeriod | None = None
+    if period_raw is not None:
+        try:
+            period = QuotaPeriod(str(period_raw).lower())
+        except ValueError:
+            raise BadRequest(
+                "'token_quota_period' must be hourly, daily, weekly or monthly.", param="token_quota_period"
+            ) from None
+    quota = _positive_or_none(merged, "token_quota")
+    if quota is not None and period is None:
+        raise BadRequest("'token_quota' needs a 'token_quota_period'.", param="token_quota_period")
+    return Limits(
+        tokens_per_minute=_positive_or_none(merged, "tokens_per_minute"),
+        requests_per_minute=_positive_or_none(merged, "requests_per_minute"),
+        token_quota=quota,
+        token_quota_period=period if quota is not None else None,
+    )
+
+
+def _expiry(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+        else:
+            return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    raise BadRequest("'expires_at' must be an ISO 8601 time, epoch seconds, or null.", param="expires_at")
+
+
+def _deployments(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(d, str) and d for d in value):
+        raise BadRequest("'allowed_deployments' must be a list of deployment names.", param="allowed_deployments")
+    return tuple(value)
+
+
+def public_view(sub: Subscription) -> dict[str, Any]:
+    """A subscription as the admin API shows it: never a key, never a hash."""
+    return {
+        "id": sub.id,
+        "name": sub.name,
+        "state": sub.state.value,
+        "created_at": datetime.fromtimestamp(sub.created_at, UTC).isoformat(),
+        "expires_at": datetime.fromtimestamp(sub.expires_at, UTC).isoformat() if sub.expires_at else None,
+        "allowed_deployments": list(sub.allowed_deployments),
+        "tokens_per_minute": sub.limits.tokens_per_minute,
+        "requests_per_minute": sub.limits.requests_per_minute,
+        "token_quota": sub.limits.token_quota,
+        "token_quota_period": sub.limits.token_quota_period.value if sub.limits.token_quota_period else None,
+        "cache_opt_out": sub.cache_opt_out,
+    }
+
+
+# --- the service ---------------------------------------------------------------------------
+
+
+class SubscriptionAdmin:
+    def __init__(self, store: SubscriptionStore) -> None:
+        self._store = store
+
+    async def create(self, fields: dict[str, Any], *, primary_key: str | None = None) -> dict[str, Any]:
+        unknown = set(fields) - _EDITABLE
+        if unknown:
+            raise BadRequest(f"Unknown fields: {', '.join(sorted(unknown))}.")
+        name = fields.get("name")
+        if not isinstance(name, str) or not name.strip() or len(name) > 200:
+            raise BadRequest("'name' is required (1-200 characters).", param="name")
+        state = self._state(fields.get("state", "active"))
+        primary = primary_key or new_key()
+        secondary = new_key()
+        sub = Subscription(
+            id="sub-" + secrets.token_hex(8),
+            name=name.strip(),
+            state=state,
+            primary_key_hash=hash_key(primary),
+            secondary_key_hash=hash_key(secondary),
+            limits=_limits(fields, Limits()),
+            allowed_deployments=_deployments(fields.get("allowed_deployments")),
+            expires_at=_expiry(fields.get("expires_at")),
+            created_at=time.time(),
+            cache_opt_out=bool(fields.get("cache_opt_out", False)),
+        )
+        await self._store.create(sub)
+        return {**public_view(sub), "primary_key": primary, "secondary_key": secondary}
+
+    @staticmethod
+    def _state(value: Any) -> SubscriptionState:
+        try:
+            return SubscriptionState(str(value).lower())
+        except ValueError:
+            raise BadRequest("'state' must be active or suspended.", param="state") from None
+
+    async def list(self) -> list[dict[str, Any]]:
+        return [public_view(s) for s in await self._store.list()]
+
+    async def show(self, sub_id: str) -> dict[str, Any]:
+        sub = await self._store.get(sub_id)
+        if sub is None:
+            raise NotFound(f"No subscription {sub_id}.", code="subscription_not_found")
+        return public_view(sub)
+
+    async def update(self, sub_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(fields) - _EDITABLE
+        if unknown:
+            raise BadRequest(f"Unknown fields: {', '.join(sorted(unknown))}.")
+
+        def change(sub: Subscription) -> Subscription:
+            updated = replace(sub, limits=_limits(fields, sub.limits))
+            if "name" in fields:
+                name = fields["name"]
+                if not isinstance(name, str) or not name.strip():
+                    raise BadRequest("'name' must be a non-empty string.", param="name")
+                updated = replace(updated, name=name.strip())
+            if "state" in fields:
+                updated = replace(updated, state=self._state(fields["state"]))
+            if "expires_at" in fields:
+                updated = replace(updated, expires_at=_expiry(fields["expires_at"]))
+            if "allowed_deployments" in fields:
+                updated = replace(updated, allowed_deployments=_deployments(fields["allowed_deployments"]))
+            if "cache_opt_out" in fields:
+                updated = replace(updated, cache_opt_out=bool(fields["cache_opt_out"]))
+            return updated
+
+        sub = await self._store.modify(sub_id, change)
+        if sub is None:
+            raise NotFound(f"No subscription {sub_id}.", code="subscription_not_found")
+        return public_view(sub)
+
+    async def regenerate(self, sub_id: str, which: str) -> dict[str, Any]:
+        if which not in ("primary", "secondary"):
+            raise BadRequest("'key' must be primary or secondary.", param="key")
+        key = new_key()
+
+        def change(sub: Subscription) -> Subscription:
+            if which == "primary":
+                return replace(sub, primary_key_hash=hash_key(key))
+            return replace(sub, secondary_key_hash=hash_key(key))
+
+        sub = await self._store.modify(sub_id, change)
+        if sub is None:
+            raise NotFound(f"No subscription {sub_id}.", code="subscription_not_found")
+        return {"id": sub.id, f"{which}_key": key}
+
+    async def delete(self, sub_id: str) -> None:
+        if not await self._store.delete(sub_id):
+            raise NotFound(f"No subscription {sub_id}.", code="subscription_not_found")
+
+
+async def ensure_demo_subscription(gateway: Gateway, key: str) -> None:
+    """`make run`'s demo subscription, created through the same path as any other."""
+    if await gateway.stores.subscriptions.find_by_key_hash(hash_key(key)) is None:
+        await SubscriptionAdmin(gateway.stores.subscriptions).create({"name": "demo"}, primary_key=key)
+
+
+# --- HTTP ----------------------------------------------------------------------------------
+
+
+def _json(status: int, payload: Any, request_id: str) -> GatewayResponse:
+    return GatewayResponse(
+        status, {"content-type": "application/json", "x-request-id": request_id}, json.dumps(payload).encode()
+    )
+
+
+def _body(request: GatewayRequest) -> dict[str, Any]:
+    if not request.body:
+        return {}
+    try:
+        body = json.loads(request.body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadRequest("The request body is not valid JSON.", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+async def handle(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
+    try:
+        return await _handle(gateway, request)
+    except GatewayError as exc:
+        return GatewayResponse(
+            exc.status,
+            {"content-type": "application/json", "x-request-id": request.request_id, **exc.headers},
+            exc.body(),
+        )
+
+
+async def _handle(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
+    expected = gateway.settings.admin_key
+    if not expected:
+        raise NotFound("The admin API is disabled (GATEWAY_ADMIN_KEY is not set).", code="admin_disabled")
+    given = request.headers.get("x-admin-key", "")
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise Unauthorized("Access denied: missing or wrong x-admin-key.", code="invalid_admin_key")
+    parts = [p for p in request.path.split("/") if p][2:]  # after "gateway", "admin"
+    service = SubscriptionAdmin(gateway.stores.subscriptions)
+    rid, method = request.request_id, request.method
+    if parts == ["subscriptions"]:
+        if method == "POST":
+            return _json(201, await service.create(_body(request)), rid)
+        if method == "GET":
+            return _json(200, {"data": await service.list()}, rid)
+        raise MethodNotAllowed(f"{method} is not supported here.", headers={"Allow": "GET, POST"})
+    if len(parts) == 2 and parts[0] == "subscriptions":
+        if method == "GET":
+            return _json(200, await service.show(parts[1]), rid)
+        if method == "PATCH":
+            result = await service.update(parts[1], _body(request))
+            gateway.authenticator.forget()
+            return _json(200, result, rid)
+        if method == "DELETE":
+            await service.delete(parts[1])
+            gateway.authenticator.forget()
+            return GatewayResponse(204, {"x-request-id": rid})
+        raise MethodNotAllowed(f"{method} is not supported here.", headers={"Allow": "GET, PATCH, DELETE"})
+    if len(parts) == 3 and parts[0] == "subscriptions" and parts[2] == "regenerate":
+        if method != "POST":
+            raise MethodNotAllowed(f"{method} is not supported here.", headers={"Allow": "POST"})
+        which = _body(request).get("key", "primary")
+        result = await service.regenerate(parts[1], str(which))
+        gateway.authenticator.forget()
+        return _json(200, result, rid)
+    if parts == ["backends"]:
+        if method != "GET":
+            raise MethodNotAllowed(f"{method} is not supported here.", headers={"Allow": "GET"})
+        from shared.probe import backends_report  # noqa: PLC0415 - admin only
+
+        return _json(200, await backends_report(gateway), rid)
+    raise NotFound(f"No such admin route: {method} {request.path}", code="route_not_found")

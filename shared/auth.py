@@ -1,0 +1,95 @@
+"""Subscription keys: where a caller puts one, how it is hashed at rest, and turning it into a `Caller`.
+
+Keys carry at least 32 random bytes, so a single SHA-256 is enough to keep
+them safe at rest (no password stretching needed) and lets a key be found by
+its hash. Lookups are cached per instance for `key_cache_seconds`; a
+suspended, expired, deleted or rotated key stops working within that time.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from collections.abc import Mapping
+
+from shared.clock import Clock
+from shared.errors import Forbidden, Unauthorized
+from shared.models import Caller, Subscription, SubscriptionState
+from shared.stores.protocols import SubscriptionStore
+
+KEY_PREFIX = "gw-"
+_MAX_KEY_LENGTH = 256
+_CACHE_LIMIT = 10_000
+
+
+def new_key() -> str:
+    """A fresh subscription key: 32 random bytes, URL-safe, with a recognisable prefix."""
+    return KEY_PREFIX + base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def key_from_headers(headers: Mapping[str, str]) -> str | None:
+    """The subscription key from `api-key`, `Ocp-Apim-Subscription-Key` or `Authorization: Bearer`."""
+    key = headers.get("api-key") or headers.get("ocp-apim-subscription-key")
+    if not key:
+        authorization = headers.get("authorization", "")
+        scheme, _, token = authorization.partition(" ")
+        key = token.strip() if scheme.lower() == "bearer" else ""
+    key = key.strip()
+    return key or None
+
+
+class Authenticator:
+    def __init__(self, store: SubscriptionStore, clock: Clock, *, cache_seconds: float) -> None:
+        self._store = store
+        self._clock = clock
+        self._cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[Subscription | None, float]] = {}
+
+    async def authenticate(self, headers: Mapping[str, str]) -> Caller:
+        key = key_from_headers(headers)
+        if key is None:
+            raise Unauthorized(
+                "Access denied: no subscription key. Send it in the 'api-key' header "
+                "(or 'Ocp-Apim-Subscription-Key', or 'Authorization: Bearer <key>')."
+            )
+        if len(key) > _MAX_KEY_LENGTH:
+            raise Unauthorized("Access denied: invalid subscription key.")
+        key_hash = hash_key(key)
+        subscription = await self._lookup(key_hash)
+        if subscription is None or not (
+            hmac.compare_digest(key_hash, subscription.primary_key_hash)
+            or hmac.compare_digest(key_hash, subscription.secondary_key_hash)
+        ):
+            raise Unauthorized("Access denied: invalid subscription key.")
+        if subscription.state is not SubscriptionState.ACTIVE:
+            raise Forbidden("This subscription is suspended.", code="subscription_suspended")
+        if subscription.expires_at is not None and self._clock.now() >= subscription.expires_at:
+            raise Forbidden("This subscription has expired.", code="subscription_expired")
+        return Caller(
+            subscription_id=subscription.id,
+            subscription_name=subscription.name,
+            limits=subscription.limits,
+            allowed_deployments=subscription.allowed_deployments,
+            cache_opt_out=subscription.cache_opt_out,
+        )
+
+    async def _lookup(self, key_hash: str) -> Subscription | None:
+        now = self._clock.now()
+        cached = self._cache.get(key_hash)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        subscription = await self._store.find_by_key_hash(key_hash)
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()  # bounded: a flood of random keys cannot grow memory
+        self._cache[key_hash] = (subscription, now + self._cache_seconds)
+        return subscription
+
+    def forget(self) -> None:
+        """Drop cached lookups (after an admin change on this instance)."""
+        self._cache.clear()

@@ -1,0 +1,100 @@
+"""Every app setting the gateway reads, with its default and meaning.
+
+This is the single list the README, `local.settings.sample.json` and the
+Bicep are checked against (tests/test_infra.py), so a setting is added here
+first and read through `shared.config` only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str
+    default: str | None  # None: no default (optional, or required where noted)
+    doc: str
+    scope: str = "app"  # "app": set in Azure; "local": only for local runs; "dynamic": name chosen by the operator
+
+
+CATALOG: tuple[Setting, ...] = (
+    Setting("GATEWAY_BACKENDS", None, "JSON list of Azure OpenAI backends (required). Schema in the README."),
+    Setting(
+        "GATEWAY_ADMIN_KEY",
+        None,
+        "Key for the admin API (header x-admin-key). Admin routes are off when unset.",
+    ),
+    Setting("GATEWAY_MAX_BODY_BYTES", "4194304", "Largest request body accepted; larger answers 413."),
+    Setting("GATEWAY_MAX_ATTEMPTS", "3", "Backend attempts per request, failovers included."),
+    Setting(
+        "GATEWAY_DEFAULT_THROTTLE_SECONDS",
+        "10",
+        "How long a backend deployment is skipped after a 429 without a reset header.",
+    ),
+    Setting(
+        "GATEWAY_BREAKER",
+        "{}",
+        "JSON circuit-breaker policy: failures, interval_seconds, trip_seconds, status_ranges, count_429.",
+    ),
+    Setting(
+        "GATEWAY_STORAGE",
+        None,
+        "Table Storage connection string (local, e.g. Azurite). Unset with no service URI: embedded stores.",
+    ),
+    Setting("GATEWAY_STORAGE__tableServiceUri", None, "Table service URI for identity-based access in Azure."),
+    Setting("GATEWAY_STORAGE__credential", None, "`managedidentity` in Azure."),
+    Setting("GATEWAY_STORAGE__clientId", None, "Client id of the user-assigned identity for Table Storage."),
+    Setting("GATEWAY_TABLE_PREFIX", "gw", "Prefix of the gateway's table names."),
+    Setting("GATEWAY_KEY_CACHE_SECONDS", "10", "How long a subscription lookup is cached per instance."),
+    Setting(
+        "GATEWAY_DEFAULT_COMPLETION_TOKENS",
+        "1024",
+        "Completion tokens reserved when a request sets no max_tokens.",
+    ),
+    Setting(
+        "GATEWAY_LIMITS_FAIL_CLOSED",
+        "false",
+        "Refuse requests (503) instead of enforcing per instance when storage is down.",
+    ),
+    Setting("GATEWAY_BREAKER_SYNC_SECONDS", "2", "How often an instance refreshes shared breaker state."),
+    Setting("GATEWAY_PROBE_SCHEDULE", "*/30 * * * * *", "NCRONTAB schedule of the backend health probe timer."),
+    Setting(
+        "GATEWAY_CACHE",
+        None,
+        "JSON semantic-cache configuration. Cache off when unset. Schema in the README.",
+    ),
+    Setting(
+        "GATEWAY_COSMOS__accountEndpoint",
+        None,
+        "Cosmos DB endpoint for the semantic cache. Unset: embedded vector store.",
+    ),
+    Setting("GATEWAY_COSMOS__credential", None, "`managedidentity` in Azure."),
+    Setting("GATEWAY_COSMOS__clientId", None, "Client id of the user-assigned identity for Cosmos DB."),
+    Setting(
+        "GATEWAY_COSMOS_KEY",
+        None,
+        "Cosmos DB key, local emulators only; Azure uses the identity.",
+        scope="local",
+    ),
+    Setting("GATEWAY_COSMOS_DATABASE", "gateway", "Cosmos DB database of the cache."),
+    Setting("GATEWAY_COSMOS_CONTAINER", "semcache", "Cosmos DB container of the cache."),
+    Setting("GATEWAY_PRICES", "{}", "JSON price table: deployment -> {input, output} per 1,000 tokens."),
+    Setting("GATEWAY_LEDGER_FLUSH_SECONDS", "10", "How often usage ledger rows are written."),
+    Setting("GATEWAY_LOG_PROMPTS", "false", "Log prompt text (off: prompts never reach logs)."),
+    Setting("AZURE_CLIENT_ID", None, "Client id of the user-assigned managed identity (DefaultAzureCredential)."),
+    Setting(
+        "APPLICATIONINSIGHTS_CONNECTION_STRING",
+        None,
+        "Exports metrics and traces to Application Insights when set.",
+    ),
+    Setting(
+        "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+        None,
+        "`Authorization=AAD;ClientId=...` for Entra auth to Application Insights.",
+    ),
+    Setting("GATEWAY_DEMO_KEY", None, "Subscription key `make run` gives its demo subscription.", scope="local"),
+    Setting("PORT", "7071", "Port of the local host.", scope="local"),
+)
+
+BY_NAME: dict[str, Setting] = {s.name: s for s in CATALOG}

@@ -1,0 +1,343 @@
+"""Configuration parsed once, lazily, from app settings into typed values; every problem is reported together.
+
+The settings themselves are listed in `shared.catalog`. Nothing here reads the
+environment at import time: `load_settings(env)` takes a mapping, and
+`get_settings()` parses `os.environ` on first use and caches the result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from shared.catalog import BY_NAME
+from shared.errors import ConfigError
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+@dataclass(frozen=True, slots=True)
+class BackendAuth:
+    type: str  # "managed_identity" | "api_key"
+    api_key: str | None = None  # resolved from the named setting, never logged
+    setting: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackendConfig:
+    name: str
+    endpoint: str  # no trailing slash
+    priority: int
+    weight: int
+    deployments: Mapping[str, str]  # gateway deployment name -> the backend's own
+    auth: BackendAuth
+    region: str | None = None
+    connect_timeout: float = 5.0
+    first_byte_timeout: float = 60.0  # until response headers (and, for streams, the first event)
+    read_timeout: float = 60.0  # between two chunks of a body
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerPolicy:
+    failures: int = 5
+    interval_seconds: float = 10.0
+    trip_seconds: float = 30.0
+    status_ranges: tuple[tuple[int, int], ...] = ((500, 599),)
+    count_429: bool = False
+    accept_retry_after: bool = True
+    trial_timeout_seconds: float = 30.0  # a half-open trial not reported back in time is released
+
+    def counts(self, status: int) -> bool:
+        if status == 429:
+            return self.count_429
+        return any(lo <= status <= hi for lo, hi in self.status_ranges)
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    connection_string: str | None = None
+    table_service_uri: str | None = None
+    client_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    backends: tuple[BackendConfig, ...]
+    admin_key: str | None = None
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_attempts: int = 3
+    default_throttle_seconds: float = 10.0
+    breaker: BreakerPolicy = BreakerPolicy()
+    storage: StorageConfig | None = None
+    table_prefix: str = "gw"
+    key_cache_seconds: float = 10.0
+    default_completion_tokens: int = 1024
+    limits_fail_closed: bool = False
+    breaker_sync_seconds: float = 2.0
+    probe_schedule: str = "*/30 * * * * *"
+    cache: Mapping[str, Any] | None = None
+    cosmos_endpoint: str | None = None
+    cosmos_key: str | None = None
+    cosmos_database: str = "gateway"
+    cosmos_container: str = "semcache"
+    prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    ledger_flush_seconds: float = 10.0
+    log_prompts: bool = False
+    demo_key: str | None = None
+    running_in_azure: bool = False
+
+    @property
+    def deployments(self) -> frozenset[str]:
+        return frozenset(d for b in self.backends for d in b.deployments)
+
+
+class _Reader:
+    """Collects problems instead of stopping at the first one."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        if value is None or value.strip() == "":
+            return BY_NAME[name].default if name in BY_NAME else None
+        return value.strip()
+
+    def number(self, name: str, *, minimum: float, integer: bool = False) -> float:
+        text = self.raw(name)
+        default = BY_NAME[name].default
+        try:
+            value = float(int(text)) if integer and text is not None else float(text or default or 0)
+        except ValueError:
+            self.problems.append(f"{name}: expected a {'whole ' if integer else ''}number, got {text!r}")
+            return float(default or 0)
+        if value < minimum:
+            self.problems.append(f"{name}: must be at least {minimum}, got {text}")
+        return value
+
+    def flag(self, name: str) -> bool:
+        text = (self.raw(name) or "false").lower()
+        if text not in {"true", "false", "1", "0", "yes", "no"}:
+            self.problems.append(f"{name}: expected true or false, got {text!r}")
+        return text in {"true", "1", "yes"}
+
+    def json(self, name: str) -> Any:
+        text = self.raw(name)
+        if text is None:
+            return None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            self.problems.append(f"{name}: not valid JSON ({exc.msg} at position {exc.pos})")
+            return None
+
+
+def _timeout(raw: Mapping[str, Any], key: str, default: float, where: str, problems: list[str]) -> float:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        problems.append(f"{where}.{key}: must be a positive number of seconds")
+        return default
+    return float(value)
+
+
+def _parse_backend(raw: Any, index: int, env: Mapping[str, str], problems: list[str]) -> BackendConfig | None:
+    where = f"GATEWAY_BACKENDS[{index}]"
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: must be an object")
+        return None
+    name = raw.get("name")
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        problems.append(f"{where}.name: required, letters, digits, '.', '_' or '-' (got {name!r})")
+        name = f"backend{index}"
+    where = f"GATEWAY_BACKENDS[{name}]"
+    endpoint = raw.get("endpoint")
+    parts = urlsplit(endpoint) if isinstance(endpoint, str) else None
+    if parts is None or parts.scheme not in {"http", "https"} or not parts.netloc:
+        problems.append(f"{where}.endpoint: required, an http(s) URL (got {endpoint!r})")
+        endpoint = "http://invalid"
+    priority = raw.get("priority", 1)
+    if isinstance(priority, bool) or not isinstance(priority, int) or priority < 0:
+        problems.append(f"{where}.priority: a whole number >= 0 (got {priority!r})")
+        priority = 1
+    weight = raw.get("weight", 1)
+    if isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
+        problems.append(f"{where}.weight: a whole number >= 1 (got {weight!r})")
+        weight = 1
+    deployments = raw.get("deployments")
+    if isinstance(deployments, list):  # shorthand: same name on the gateway and the backend
+        deployments = {d: d for d in deployments if isinstance(d, str)}
+    if not isinstance(deployments, dict) or not deployments:
+        problems.append(f"{where}.deployments: required, a non-empty map of gateway name -> backend deployment")
+        deployments = {}
+    for key, value in deployments.items():
+        if not isinstance(value, str) or not _NAME_RE.match(key) or not _NAME_RE.match(value):
+            problems.append(f"{where}.deployments: invalid entry {key!r}: {value!r}")
+    auth_raw = raw.get("auth", {"type": "managed_identity"})
+    auth = BackendAuth(type="managed_identity")
+    if not isinstance(auth_raw, dict) or auth_raw.get("type") not in {"managed_identity", "api_key"}:
+        problems.append(f'{where}.auth: {{"type": "managed_identity"}} or {{"type": "api_key", "setting": "NAME"}}')
+    elif auth_raw["type"] == "api_key":
+        setting = auth_raw.get("setting")
+        if not isinstance(setting, str) or not setting:
+            problems.append(f"{where}.auth.setting: the app setting that holds the key is required")
+        elif not env.get(setting):
+            problems.append(f"{where}.auth.setting: app setting {setting} is not set")
+        else:
+            auth = BackendAuth(type="api_key", api_key=env[setting], setting=setting)
+    region = raw.get("region")
+    if region is not None and not isinstance(region, str):
+        problems.append(f"{where}.region: a string")
+        region = None
+    timeouts = raw.get("timeouts", {})
+    if not isinstance(timeouts, dict):
+        problems.append(f"{where}.timeouts: an object")
+        timeouts = {}
+    known = {"name", "endpoint", "priority", "weight", "deployments", "auth", "region", "timeouts"}
+    for key in sorted(set(raw) - known):
+        problems.append(f"{where}: unknown field {key!r}")
+    return BackendConfig(
+        name=name,
+        endpoint=str(endpoint).rstrip("/"),
+        priority=priority,
+        weight=weight,
+        deployments=dict(deployments),
+        auth=auth,
+        region=region,
+        connect_timeout=_timeout(timeouts, "connect", 5.0, where, problems),
+        first_byte_timeout=_timeout(timeouts, "first_byte", 60.0, where, problems),
+        read_timeout=_timeout(timeouts, "read", 60.0, where, problems),
+    )
+
+
+def _parse_backends(r: _Reader) -> tuple[BackendConfig, ...]:
+    raw = r.json("GATEWAY_BACKENDS")
+    if raw is None:
+        if r.raw("GATEWAY_BACKENDS") is None:
+            r.problems.append("GATEWAY_BACKENDS: required (a JSON list of backends; see the README)")
+        return ()
+    if not isinstance(raw, list) or not raw:
+        r.problems.append("GATEWAY_BACKENDS: must be a non-empty JSON list")
+        return ()
+    backends = [b for i, item in enumerate(raw) if (b := _parse_backend(item, i, r.env, r.problems))]
+    names = [b.name for b in backends]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        r.problems.append(f"GATEWAY_BACKENDS: backend name {dup!r} is used more than once")
+    return tuple(backends)
+
+
+def _parse_breaker(r: _Reader) -> BreakerPolicy:
+    raw = r.json("GATEWAY_BREAKER") or {}
+    if not isinstance(raw, dict):
+        r.problems.append("GATEWAY_BREAKER: must be a JSON object")
+        return BreakerPolicy()
+    base = BreakerPolicy()
+    ranges: list[tuple[int, int]] = []
+    for item in raw.get("status_ranges", ["500-599"]):
+        match = re.fullmatch(r"(\d{3})(?:-(\d{3}))?", str(item))
+        if not match:
+            r.problems.append(f"GATEWAY_BREAKER.status_ranges: {item!r} is not like 500 or 500-599")
+            continue
+        lo = int(match.group(1))
+        ranges.append((lo, int(match.group(2) or lo)))
+    failures = raw.get("failures", base.failures)
+    if isinstance(failures, bool) or not isinstance(failures, int) or failures < 1:
+        r.problems.append("GATEWAY_BREAKER.failures: a whole number >= 1")
+        failures = base.failures
+    where = "GATEWAY_BREAKER"
+    unknown = set(raw) - {
+        "failures",
+        "interval_seconds",
+        "trip_seconds",
+        "status_ranges",
+        "count_429",
+        "accept_retry_after",
+        "trial_timeout_seconds",
+    }
+    for key in sorted(unknown):
+        r.problems.append(f"{where}: unknown field {key!r}")
+    return BreakerPolicy(
+        failures=failures,
+        interval_seconds=_timeout(raw, "interval_seconds", base.interval_seconds, where, r.problems),
+        trip_seconds=_timeout(raw, "trip_seconds", base.trip_seconds, where, r.problems),
+        status_ranges=tuple(ranges) or base.status_ranges,
+        count_429=bool(raw.get("count_429", False)),
+        accept_retry_after=bool(raw.get("accept_retry_after", True)),
+        trial_timeout_seconds=_timeout(raw, "trial_timeout_seconds", base.trial_timeout_seconds, where, r.problems),
+    )
+
+
+def _parse_storage(r: _Reader) -> StorageConfig | None:
+    conn = r.raw("GATEWAY_STORAGE")
+    uri = r.raw("GATEWAY_STORAGE__tableServiceUri")
+    if conn is None and uri is None:
+        return None
+    if uri is not None and not uri.startswith("https://"):
+        r.problems.append("GATEWAY_STORAGE__tableServiceUri: must be an https:// URL")
+    return StorageConfig(connection_string=conn, table_service_uri=uri, client_id=r.raw("GATEWAY_STORAGE__clientId"))
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    """Parse app settings; raise `ConfigError` listing every problem."""
+    r = _Reader(env)
+    backends = _parse_backends(r)
+    cache = r.json("GATEWAY_CACHE")
+    if cache is not None and not isinstance(cache, dict):
+        r.problems.append("GATEWAY_CACHE: must be a JSON object")
+        cache = None
+    prices = r.json("GATEWAY_PRICES") or {}
+    if not isinstance(prices, dict) or not all(
+        isinstance(p, dict) and all(isinstance(v, int | float) for v in p.values()) for p in prices.values()
+    ):
+        r.problems.append('GATEWAY_PRICES: {"<deployment>": {"input": <per 1k>, "output": <per 1k>}}')
+        prices = {}
+    settings = Settings(
+        backends=backends,
+        admin_key=r.raw("GATEWAY_ADMIN_KEY"),
+        max_body_bytes=int(r.number("GATEWAY_MAX_BODY_BYTES", minimum=1024, integer=True)),
+        max_attempts=int(r.number("GATEWAY_MAX_ATTEMPTS", minimum=1, integer=True)),
+        default_throttle_seconds=r.number("GATEWAY_DEFAULT_THROTTLE_SECONDS", minimum=0.1),
+        breaker=_parse_breaker(r),
+        storage=_parse_storage(r),
+        table_prefix=r.raw("GATEWAY_TABLE_PREFIX") or "gw",
+        key_cache_seconds=r.number("GATEWAY_KEY_CACHE_SECONDS", minimum=0),
+        default_completion_tokens=int(r.number("GATEWAY_DEFAULT_COMPLETION_TOKENS", minimum=1, integer=True)),
+        limits_fail_closed=r.flag("GATEWAY_LIMITS_FAIL_CLOSED"),
+        breaker_sync_seconds=r.number("GATEWAY_BREAKER_SYNC_SECONDS", minimum=0.1),
+        probe_schedule=r.raw("GATEWAY_PROBE_SCHEDULE") or "*/30 * * * * *",
+        cache=cache,
+        cosmos_endpoint=r.raw("GATEWAY_COSMOS__accountEndpoint"),
+        cosmos_key=r.raw("GATEWAY_COSMOS_KEY"),
+        cosmos_database=r.raw("GATEWAY_COSMOS_DATABASE") or "gateway",
+        cosmos_container=r.raw("GATEWAY_COSMOS_CONTAINER") or "semcache",
+        prices=prices,
+        ledger_flush_seconds=r.number("GATEWAY_LEDGER_FLUSH_SECONDS", minimum=0.1),
+        log_prompts=r.flag("GATEWAY_LOG_PROMPTS"),
+        demo_key=r.raw("GATEWAY_DEMO_KEY"),
+        # Azure App Service / Functions sets these on every instance it runs.
+        running_in_azure=bool(env.get("WEBSITE_INSTANCE_ID") or env.get("CONTAINER_NAME")),
+    )
+    if r.problems:
+        raise ConfigError(r.problems)
+    return settings
+
+
+_settings: Settings | None = None
+
+
+def get_settings() -> Settings:
+    global _settings  # noqa: PLW0603 - parsed once per worker, lazily, on first use
+    if _settings is None:
+        _settings = load_settings(os.environ)
+    return _settings
+
+
+def reset_settings() -> None:
+    """Forget the parsed settings (tests, and the local host after it loads local.settings.json)."""
+    global _settings  # noqa: PLW0603
+    _settings = None

@@ -1,0 +1,128 @@
+"""The composition root: one `Gateway` per worker, holding every stage and the one shared HTTP session.
+
+It is built lazily, inside the running event loop, on the first request
+(`get_gateway()`), so importing the app costs little and a bad configuration
+is reported with every problem on first use and at the local host's start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+from typing import TYPE_CHECKING
+
+from shared.auth import Authenticator
+from shared.backendauth import credentials_for
+from shared.breaker import BreakerBoard
+from shared.clock import SYSTEM_CLOCK, Clock
+from shared.config import Settings, get_settings
+from shared.meter import Meter
+from shared.proxy import Proxy
+from shared.ratelimit import Limiter, NoLimits
+from shared.routing import Router
+from shared.stores.factory import Stores, build_stores
+
+if TYPE_CHECKING:
+    import aiohttp
+
+log = logging.getLogger("gateway")
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        stores: Stores | None = None,
+        instance_id: str | None = None,
+        limiter: Limiter | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.instance_id = instance_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self._session: aiohttp.ClientSession | None = None
+        self.stores = stores or build_stores(settings, clock)
+        self.authenticator = Authenticator(self.stores.subscriptions, clock, cache_seconds=settings.key_cache_seconds)
+        self.breakers = BreakerBoard(
+            settings.breaker,
+            self.stores.backends,
+            clock,
+            self.instance_id,
+            sync_seconds=settings.breaker_sync_seconds,
+        )
+        self.router = Router(settings.backends, self.breakers, clock)
+        self.credentials = credentials_for({b.name: b.auth for b in settings.backends}, clock)
+        self.proxy = Proxy(
+            self.router,
+            self.breakers,
+            self.credentials,
+            self.session,
+            clock,
+            max_attempts=settings.max_attempts,
+            default_throttle_seconds=settings.default_throttle_seconds,
+        )
+        self.limiter: Limiter = limiter or NoLimits()
+        self.meter = Meter(self.limiter)
+
+    async def session(self) -> aiohttp.ClientSession:
+        """The worker's one HTTP session, created inside the running loop on first use."""
+        if self._session is None or self._session.closed:
+            import aiohttp  # noqa: PLC0415 - lazy: keeps `import function_app` cheap
+
+            connector = aiohttp.TCPConnector(limit=512, ttl_dns_cache=300, enable_cleanup_closed=True)
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        return self._session
+
+    async def start(self) -> None:
+        """Work done once per worker before serving: create the local demo subscription if asked to."""
+        if self.settings.demo_key:
+            from shared.admin import ensure_demo_subscription  # noqa: PLC0415 - local runs only
+
+            await ensure_demo_subscription(self, self.settings.demo_key)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        for credential in set(self.credentials.values()):
+            close = getattr(credential, "close", None)
+            if close is not None:
+                await close()
+
+
+_gateways: dict[asyncio.AbstractEventLoop, Gateway] = {}
+_lock: asyncio.Lock | None = None
+
+
+async def get_gateway() -> Gateway:
+    """This worker's gateway, built on first use in the running loop."""
+    global _lock  # noqa: PLW0603 - one lazily built gateway per worker
+    loop = asyncio.get_running_loop()
+    gateway = _gateways.get(loop)
+    if gateway is not None:
+        return gateway
+    if _lock is None:
+        _lock = asyncio.Lock()
+    async with _lock:
+        gateway = _gateways.get(loop)
+        if gateway is None:
+            gateway = Gateway(get_settings())
+            await gateway.start()
+            _gateways[loop] = gateway
+            log.info(
+                "gateway ready: %d backends, deployments %s, stores %s, instance %s",
+                len(gateway.settings.backends),
+                sorted(gateway.settings.deployments),
+                gateway.stores.kind,
+                gateway.instance_id,
+            )
+    return gateway
+
+
+async def close_gateways() -> None:
+    for gateway in list(_gateways.values()):
+        await gateway.close()
+    _gateways.clear()

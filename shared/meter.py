@@ -1,0 +1,93 @@
+"""After the response: settle the token reservation with the real usage, emit metrics, feed the ledger, log one line.
+
+Every request that got past routing ends here exactly once, whether it
+succeeded, failed, was served from the cache, or its stream was cut.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from shared.models import Caller, Usage
+from shared.ratelimit import Admission, Limiter
+
+log = logging.getLogger("gateway.request")
+
+
+class Outcome(StrEnum):
+    SUCCESS = "success"
+    CACHE_HIT = "cache_hit"
+    CLIENT_ERROR = "client_error"
+    UNAUTHORIZED = "unauthorized"
+    THROTTLED = "throttled"  # the subscription's own TPM / RPM limit
+    QUOTA_EXCEEDED = "quota_exceeded"
+    BACKEND_ERROR = "backend_error"  # no backend could answer, or one failed mid-stream
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """Everything known about one request when it ends: the input of metrics, the ledger and the log line."""
+
+    request_id: str
+    operation: str
+    status: int = 0
+    outcome: Outcome = Outcome.SUCCESS
+    caller: Caller | None = None
+    deployment: str | None = None
+    backend: str | None = None
+    region: str | None = None
+    streamed: bool = False
+    usage: Usage | None = None
+    cache: str | None = None  # HIT | MISS | BYPASS, or None when the cache is off
+    tokens_saved: int = 0
+    attempts: list[tuple[str, str, float]] = field(default_factory=list)  # (backend, outcome, seconds)
+    seconds: float = 0.0
+    backend_seconds: float = 0.0
+    error: str | None = None
+
+
+class Telemetry(Protocol):
+    def record(self, record: RequestRecord) -> None: ...
+
+
+class Ledger(Protocol):
+    def add(self, record: RequestRecord) -> None: ...
+
+
+class Meter:
+    def __init__(self, limiter: Limiter, telemetry: Telemetry | None = None, ledger: Ledger | None = None) -> None:
+        self.limiter = limiter
+        self.telemetry = telemetry
+        self.ledger = ledger
+
+    async def finish(self, record: RequestRecord, admission: Admission | None) -> None:
+        if admission is not None and not admission.settled:
+            used = record.usage.total_tokens if record.usage else 0
+            await self.limiter.settle(admission, used)
+        if self.telemetry is not None:
+            self.telemetry.record(record)
+        if self.ledger is not None and record.caller is not None:
+            self.ledger.add(record)
+        usage = record.usage or Usage()
+        log.info(
+            "%s %s status=%d outcome=%s subscription=%s deployment=%s backend=%s attempts=%d "
+            "prompt_tokens=%d completion_tokens=%d cache=%s stream=%s ms=%.1f backend_ms=%.1f%s",
+            record.operation,
+            "stream" if record.streamed else "unary",
+            record.status,
+            record.outcome.value,
+            record.caller.subscription_id if record.caller else "-",
+            record.deployment or "-",
+            record.backend or "-",
+            len(record.attempts),
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            record.cache or "-",
+            record.streamed,
+            record.seconds * 1000,
+            record.backend_seconds * 1000,
+            f" error={record.error!r}" if record.error else "",
+        )

@@ -1,0 +1,94 @@
+"""Values that pass between stages: the gateway's own request and response, the caller, subscriptions, usage."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+@dataclass(slots=True)
+class GatewayRequest:
+    """What the HTTP adapter hands the pipeline: header names lower-cased, the body read once."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    query: Mapping[str, str]
+    body: bytes
+    request_id: str
+
+
+@dataclass(slots=True)
+class GatewayResponse:
+    """Either a whole body or a stream of already-framed bytes (SSE), never both."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    stream: AsyncIterator[bytes] | None = None
+
+
+class Operation(StrEnum):
+    CHAT = "chat/completions"
+    EMBEDDINGS = "embeddings"
+
+
+class SubscriptionState(StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+
+
+class QuotaPeriod(StrEnum):
+    HOURLY = "hourly"
+    DAILY = "daily"
+    WEEKLY = "weekly"
+    MONTHLY = "monthly"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    tokens_per_minute: int | None = None
+    requests_per_minute: int | None = None
+    token_quota: int | None = None
+    token_quota_period: QuotaPeriod | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A subscription as stored: keys only as hashes."""
+
+    id: str
+    name: str
+    state: SubscriptionState
+    primary_key_hash: str
+    secondary_key_hash: str
+    limits: Limits = Limits()
+    allowed_deployments: tuple[str, ...] = ()  # empty: every deployment
+    expires_at: float | None = None  # epoch seconds
+    created_at: float = 0.0
+    cache_opt_out: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling, as the later stages need it (never the key itself)."""
+
+    subscription_id: str
+    subscription_name: str
+    limits: Limits
+    allowed_deployments: tuple[str, ...] = ()
+    cache_opt_out: bool = False
+
+    def may_use(self, deployment: str) -> bool:
+        return not self.allowed_deployments or deployment in self.allowed_deployments
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens

@@ -1,0 +1,85 @@
+"""Server-sent events as they pass through: split into events, read the usage, drop the usage chunk we asked for.
+
+Bytes are forwarded event by event as they arrive; only an event that
+carries a usage object is parsed as JSON, so the relay costs little more
+than a `find` per chunk.
+"""
+
+from __future__ import annotations
+
+import json
+
+from shared.models import Usage
+
+_SEPARATORS = (b"\n\n", b"\r\n\r\n")
+DONE = b"data: [DONE]\n\n"
+
+
+def error_event(message: str, code: str = "backend_error") -> bytes:
+    """A well-formed error event; the openai SDK raises it as an APIError."""
+    payload = {"error": {"message": message, "type": "server_error", "code": code, "param": None}}
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+def _data(event: bytes) -> bytes:
+    lines = [line[5:].lstrip() for line in event.splitlines() if line.startswith(b"data:")]
+    return b"\n".join(lines)
+
+
+class SseRelay:
+    """Feed upstream bytes; get back whole events to forward, and the usage once seen."""
+
+    def __init__(self, *, strip_usage_chunk: bool) -> None:
+        self._strip = strip_usage_chunk
+        self._buffer = b""
+        self.usage: Usage | None = None
+        self.done = False
+        self.events = 0
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Complete events from this chunk (and any held-over partial event), ready to send."""
+        self._buffer += chunk
+        out: list[bytes] = []
+        while True:
+            cut, sep_len = self._next_boundary()
+            if cut < 0:
+                break
+            event = self._buffer[: cut + sep_len]
+            self._buffer = self._buffer[cut + sep_len :]
+            if self._keep(event):
+                out.append(event)
+        return b"".join(out)
+
+    def _next_boundary(self) -> tuple[int, int]:
+        best, length = -1, 0
+        for sep in _SEPARATORS:
+            i = self._buffer.find(sep)
+            if i >= 0 and (best < 0 or i < best):
+                best, length = i, len(sep)
+        return best, length
+
+    def _keep(self, event: bytes) -> bool:
+        self.events += 1
+        if b"[DONE]" in event and _data(event) == b"[DONE]":
+            self.done = True
+            return True
+        at = event.find(b'"usage"')
+        if at < 0:
+            return True
+        rest = event[at + 7 :].lstrip(b": \t")
+        if not rest.startswith(b"{"):
+            return True  # "usage": null on an ordinary chunk
+        try:
+            payload = json.loads(_data(event))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return True
+        usage = payload.get("usage") if isinstance(payload, dict) else None
+        if isinstance(usage, dict):
+            self.usage = Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+            if self._strip and not payload.get("choices"):
+                return False
+        return True
+
+    def leftover(self) -> bytes:
+        """An unterminated trailing event (the stream ended mid-event)."""
+        return self._buffer
