@@ -118,3 +118,9 @@ async def probe_backends(timer: func.TimerRequest) -> None:
     install_filter()
     gateway = await get_gateway()
     await probe_all(gateway)
+
+
+# Registered last and least specific: any other path gets a 404 in the OpenAI envelope, not the host's bare one.
+@app.route(route="{*path}", methods=ALL_METHODS)
+async def not_found(req: Request) -> Response:
+    return await _serve(req, "proxy")

@@ -106,11 +106,21 @@ class TimerFunction:
     handler: Callable[..., Awaitable[Any]]
 
 
+_indexed: dict[int, list[Any]] = {}
+
+
+def _functions(app: Any) -> list[Any]:
+    # `get_functions()` may be called only once per app object; keep what it returned.
+    if id(app) not in _indexed:
+        _indexed[id(app)] = list(app.get_functions())
+    return _indexed[id(app)]
+
+
 def index(app: Any, route_prefix: str) -> tuple[list[HttpFunction], list[TimerFunction]]:
     """Read the app's registrations, as the Functions host does when it indexes a Python app."""
     http: list[HttpFunction] = []
     timers: list[TimerFunction] = []
-    for function in app.get_functions():  # may be called once per app object: the result is kept here
+    for function in _functions(app):
         trigger = function.get_trigger().get_dict_repr()
         handler = function.get_user_function()
         name = function.get_function_name()
@@ -132,7 +142,8 @@ def index(app: Any, route_prefix: str) -> tuple[list[HttpFunction], list[TimerFu
 class LocalHost:
     """An ASGI app serving the indexed HTTP functions, and the timer loops."""
 
-    def __init__(self, app_module: str = "function_app") -> None:
+    def __init__(self, app_module: str = "function_app", *, run_timers: bool = True) -> None:
+        self._run_timers = run_timers
         host_json = json.loads((ROOT / "host.json").read_text())
         prefix = host_json.get("extensions", {}).get("http", {}).get("routePrefix", "api")
         module = importlib.import_module(app_module)
@@ -183,7 +194,7 @@ class LocalHost:
         from shared.gateway import get_gateway  # noqa: PLC0415
 
         await get_gateway()  # build now: a bad configuration is reported at start, not on first call
-        for timer in self.timers:
+        for timer in self.timers if self._run_timers else []:
             self._timer_tasks.append(asyncio.get_running_loop().create_task(self._run_timer(timer)))
 
     async def shutdown(self) -> None:

@@ -122,6 +122,11 @@ async def get_gateway() -> Gateway:
     return gateway
 
 
+def install(gateway: Gateway) -> None:
+    """Use this gateway for the running loop (tests and benchmarks that build one with an injected clock)."""
+    _gateways[asyncio.get_running_loop()] = gateway
+
+
 async def close_gateways() -> None:
     for gateway in list(_gateways.values()):
         await gateway.close()

@@ -90,7 +90,7 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
                 f"This subscription may not use the deployment '{call.deployment}'.",
                 code="deployment_not_allowed",
             )
-        admission = await gw.limiter.admit(caller, 0)
+        admission = await gw.limiter.admit(caller, call)
         result = await gw.proxy.forward(
             BackendCall(
                 deployment=call.deployment,

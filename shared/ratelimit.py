@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from shared.api import ApiCall
 from shared.models import Caller
 
 
@@ -23,8 +24,8 @@ class Admission:
 
 
 class Limiter(Protocol):
-    async def admit(self, caller: Caller, tokens: int) -> Admission:
-        """Reserve `tokens` and one request; raise `RateLimited` (429) or `QuotaExceeded` (403)."""
+    async def admit(self, caller: Caller, call: ApiCall) -> Admission:
+        """Reserve the call's estimated tokens and one request; raise `RateLimited` (429) or `QuotaExceeded` (403)."""
         ...
 
     async def settle(self, admission: Admission, used_tokens: int) -> None:
@@ -33,8 +34,8 @@ class Limiter(Protocol):
 
 
 class NoLimits:
-    async def admit(self, caller: Caller, tokens: int) -> Admission:
-        return Admission(caller, tokens)
+    async def admit(self, caller: Caller, call: ApiCall) -> Admission:
+        return Admission(caller, 0)
 
     async def settle(self, admission: Admission, used_tokens: int) -> None:
         admission.settled = True

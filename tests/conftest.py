@@ -1,0 +1,5 @@
+"""Shared fixtures live in tests/fixtures/ as pytest plugins, one module per kind of real server."""
+
+pytest_plugins = [
+    "tests.fixtures.servers",
+]

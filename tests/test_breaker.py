@@ -1,0 +1,149 @@
+"""The breaker state machine (pure, injected time) and the board that shares it through a store."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.breaker import (
+    BreakerBoard,
+    BreakerState,
+    Status,
+    available,
+    claim_trial,
+    force_open,
+    record_failure,
+    record_success,
+)
+from shared.clock import ManualClock
+from shared.config import BreakerPolicy
+from shared.errors import StoreUnavailable
+from shared.stores.embedded import EmbeddedBreakerStore
+
+POLICY = BreakerPolicy(failures=3, interval_seconds=10, trip_seconds=30, trial_timeout_seconds=5)
+
+
+def test_closed_breaker_trips_after_n_failures_within_the_interval() -> None:
+    state = BreakerState()
+    for t in (0.0, 1.0):
+        state = record_failure(POLICY, state, t, retry_after=None, reason="500")
+        assert state.status is Status.CLOSED
+    state = record_failure(POLICY, state, 2.0, retry_after=None, reason="500")
+    assert state.status is Status.OPEN
+    assert state.open_until == 32.0
+    assert state.trips == 1
+
+
+def test_failures_older_than_the_interval_do_not_count() -> None:
+    state = BreakerState()
+    for t in (0.0, 5.0, 11.0, 16.0):
+        state = record_failure(POLICY, state, t, retry_after=None, reason="500")
+    assert state.status is Status.CLOSED  # never three within ten seconds
+
+
+def test_open_holds_for_retry_after_when_longer_than_trip() -> None:
+    state = BreakerState(failures=(0.0, 1.0))
+    state = record_failure(POLICY, state, 2.0, retry_after=120.0, reason="429")
+    assert state.open_until == 122.0
+
+
+def test_retry_after_ignored_when_policy_says_so() -> None:
+    policy = BreakerPolicy(failures=1, trip_seconds=30, accept_retry_after=False)
+    state = record_failure(policy, BreakerState(), 0.0, retry_after=120.0, reason="429")
+    assert state.open_until == 30.0
+
+
+def test_open_breaker_allows_nothing_until_trip_time_then_one_trial() -> None:
+    state = BreakerState(Status.OPEN, open_until=30.0)
+    assert not available(state, 29.0, "a")
+    assert claim_trial(POLICY, state, 29.0, "a") is None
+    trial = claim_trial(POLICY, state, 30.0, "a")
+    assert trial is not None
+    assert trial.status is Status.HALF_OPEN
+    assert available(trial, 30.5, "a")
+    assert not available(trial, 30.5, "b")  # one trial only, held by "a"
+    assert claim_trial(POLICY, trial, 31.0, "b") is None
+
+
+def test_unreported_trial_is_released_after_its_lease() -> None:
+    trial = BreakerState(Status.HALF_OPEN, trial_owner="a", trial_until=35.0)
+    taken = claim_trial(POLICY, trial, 35.0, "b")
+    assert taken is not None
+    assert taken.trial_owner == "b"
+
+
+def test_trial_success_closes_and_failure_reopens() -> None:
+    trial = BreakerState(Status.HALF_OPEN, trial_owner="a", trial_until=35.0, trips=1)
+    assert record_success(trial).status is Status.CLOSED
+    reopened = record_failure(POLICY, trial, 31.0, retry_after=None, reason="500")
+    assert reopened.status is Status.OPEN
+    assert reopened.open_until == 61.0
+    assert reopened.trips == 2
+
+
+def test_force_open_from_probe() -> None:
+    state = force_open(POLICY, BreakerState(), 10.0, "probe: timeout")
+    assert state.status is Status.OPEN
+    assert state.open_until == 40.0
+
+
+def test_record_round_trip() -> None:
+    state = BreakerState(Status.HALF_OPEN, (1.0, 2.0), 3.0, "x", 4.0, 5, "why")
+    assert BreakerState.from_record(state.to_record()) == state
+
+
+async def test_board_shares_a_trip_between_instances_through_the_store() -> None:
+    clock = ManualClock(1000.0)
+    store = EmbeddedBreakerStore()
+    a = BreakerBoard(POLICY, store, clock, "a", sync_seconds=2)
+    b = BreakerBoard(POLICY, store, clock, "b", sync_seconds=2)
+    key = BreakerBoard.key("be1", "chat")
+    assert await b.allow(key)
+    for _ in range(3):
+        await a.failure(key, retry_after=None, reason="500")
+    assert not await a.allow(key)
+    clock.advance(2.1)  # b refreshes within its sync interval
+    await b.sync()
+    assert not await b.allow(key)
+
+
+async def test_board_gives_the_half_open_trial_to_one_instance_only() -> None:
+    clock = ManualClock(1000.0)
+    store = EmbeddedBreakerStore()
+    a = BreakerBoard(POLICY, store, clock, "a")
+    b = BreakerBoard(POLICY, store, clock, "b")
+    key = BreakerBoard.key("be1", "chat")
+    for _ in range(3):
+        await a.failure(key, retry_after=None, reason="500")
+    await b.sync()
+    clock.advance(31)
+    results = [await a.allow(key), await b.allow(key), await a.allow(key)]
+    assert results.count(True) == 2  # a holds the trial (asks twice), b is refused
+    assert results[1] is False
+    await a.success(key)
+    await b.sync()
+    assert await b.allow(key)
+
+
+class _BrokenStore(EmbeddedBreakerStore):
+    async def load(self, key: str):  # type: ignore[no-untyped-def]
+        raise StoreUnavailable("down")
+
+    async def load_all(self):  # type: ignore[no-untyped-def]
+        raise StoreUnavailable("down")
+
+
+async def test_board_falls_back_to_local_state_when_the_store_is_down() -> None:
+    clock = ManualClock(1000.0)
+    board = BreakerBoard(POLICY, _BrokenStore(), clock, "a")
+    key = BreakerBoard.key("be1", "chat")
+    for _ in range(3):
+        await board.failure(key, retry_after=None, reason="500")
+    assert not board.store_healthy
+    assert not await board.allow(key)
+    clock.advance(31)
+    assert await board.allow(key)
+
+
+@pytest.mark.parametrize(("status", "counted"), [(500, True), (503, True), (429, False), (400, False)])
+def test_policy_counts_configured_status_ranges(status: int, counted: bool) -> None:
+    assert BreakerPolicy().counts(status) is counted

@@ -1,0 +1,73 @@
+"""Settings parsing: defaults, backends, and every problem reported at once."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shared.config import load_settings
+from shared.errors import ConfigError
+
+BACKEND = {"name": "a", "endpoint": "https://a.openai.azure.com/", "deployments": {"chat": "gpt-4o-mini"}}
+
+
+def test_minimal_settings_use_documented_defaults() -> None:
+    settings = load_settings({"GATEWAY_BACKENDS": json.dumps([BACKEND])})
+    assert settings.backends[0].endpoint == "https://a.openai.azure.com"
+    assert settings.backends[0].auth.type == "managed_identity"
+    assert settings.max_attempts == 3
+    assert settings.max_body_bytes == 4 * 1024 * 1024
+    assert settings.deployments == {"chat"}
+    assert settings.storage is None
+
+
+def test_api_key_auth_reads_the_named_setting() -> None:
+    backend = {**BACKEND, "auth": {"type": "api_key", "setting": "A_KEY"}}
+    settings = load_settings({"GATEWAY_BACKENDS": json.dumps([backend]), "A_KEY": "secret"})
+    assert settings.backends[0].auth.api_key == "secret"
+
+
+def test_every_problem_is_listed_together() -> None:
+    bad = [
+        {"name": "a", "endpoint": "ftp://x", "deployments": {}, "priority": -1},
+        {"name": "a", "endpoint": "https://b", "deployments": ["chat"], "auth": {"type": "api_key", "setting": "NOPE"}},
+    ]
+    env = {
+        "GATEWAY_BACKENDS": json.dumps(bad),
+        "GATEWAY_MAX_ATTEMPTS": "zero",
+        "GATEWAY_BREAKER": '{"status_ranges": ["5xx"], "oops": 1}',
+        "GATEWAY_CACHE": "[",
+    }
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    text = "\n".join(info.value.problems)
+    for fragment in (
+        "endpoint",
+        "deployments",
+        "priority",
+        "NOPE is not set",
+        "used more than once",
+        "GATEWAY_MAX_ATTEMPTS",
+        "5xx",
+        "unknown field 'oops'",
+        "GATEWAY_CACHE",
+    ):
+        assert fragment in text
+    assert len(info.value.problems) >= 9
+
+
+def test_missing_backends_is_a_problem() -> None:
+    with pytest.raises(ConfigError, match="GATEWAY_BACKENDS: required"):
+        load_settings({})
+
+
+def test_breaker_policy_from_json() -> None:
+    env = {
+        "GATEWAY_BACKENDS": json.dumps([BACKEND]),
+        "GATEWAY_BREAKER": '{"failures": 2, "status_ranges": ["500-599", "408"], "count_429": true}',
+    }
+    policy = load_settings(env).breaker
+    assert policy.failures == 2
+    assert policy.counts(408)
+    assert policy.counts(429)
