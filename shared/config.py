@@ -78,16 +78,24 @@ class Settings:
     key_cache_seconds: float = 10.0
     default_completion_tokens: int = 1024
     limits_fail_closed: bool = False
+    rate_window_seconds: int = 60
     breaker_sync_seconds: float = 2.0
     probe_schedule: str = "*/30 * * * * *"
     cache: Mapping[str, Any] | None = None
     cosmos_endpoint: str | None = None
     cosmos_key: str | None = None
+    cosmos_client_id: str | None = None
     cosmos_database: str = "gateway"
     cosmos_container: str = "semcache"
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     ledger_flush_seconds: float = 10.0
     log_prompts: bool = False
+    metrics_endpoint: bool = False
+    traces_per_second: float = 1.0
+    appinsights_connection_string: str | None = None
+    appinsights_authentication: str | None = None
+    managed_identity_client_id: str | None = None
+    service_name: str = "aoai-gateway"
     demo_key: str | None = None
     running_in_azure: bool = False
 
@@ -282,6 +290,16 @@ def _parse_storage(r: _Reader) -> StorageConfig | None:
     return StorageConfig(connection_string=conn, table_service_uri=uri, client_id=r.raw("GATEWAY_STORAGE__clientId"))
 
 
+def _rate_window(r: _Reader) -> int:
+    seconds = int(r.number("GATEWAY_RATE_WINDOW_SECONDS", minimum=1, integer=True))
+    if seconds < 1 or 60 % seconds:
+        r.problems.append(
+            f"GATEWAY_RATE_WINDOW_SECONDS: must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60), got {seconds}"
+        )
+        return 60
+    return seconds
+
+
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Parse app settings; raise `ConfigError` listing every problem."""
     r = _Reader(env)
@@ -308,19 +326,28 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         key_cache_seconds=r.number("GATEWAY_KEY_CACHE_SECONDS", minimum=0),
         default_completion_tokens=int(r.number("GATEWAY_DEFAULT_COMPLETION_TOKENS", minimum=1, integer=True)),
         limits_fail_closed=r.flag("GATEWAY_LIMITS_FAIL_CLOSED"),
+        rate_window_seconds=_rate_window(r),
         breaker_sync_seconds=r.number("GATEWAY_BREAKER_SYNC_SECONDS", minimum=0.1),
         probe_schedule=r.raw("GATEWAY_PROBE_SCHEDULE") or "*/30 * * * * *",
         cache=cache,
         cosmos_endpoint=r.raw("GATEWAY_COSMOS__accountEndpoint"),
         cosmos_key=r.raw("GATEWAY_COSMOS_KEY"),
+        cosmos_client_id=r.raw("GATEWAY_COSMOS__clientId"),
         cosmos_database=r.raw("GATEWAY_COSMOS_DATABASE") or "gateway",
         cosmos_container=r.raw("GATEWAY_COSMOS_CONTAINER") or "semcache",
         prices=prices,
         ledger_flush_seconds=r.number("GATEWAY_LEDGER_FLUSH_SECONDS", minimum=0.1),
         log_prompts=r.flag("GATEWAY_LOG_PROMPTS"),
+        metrics_endpoint=r.flag("GATEWAY_METRICS_ENDPOINT"),
+        traces_per_second=r.number("GATEWAY_TRACES_PER_SECOND", minimum=0),
+        appinsights_connection_string=r.raw("APPLICATIONINSIGHTS_CONNECTION_STRING"),
+        appinsights_authentication=r.raw("APPLICATIONINSIGHTS_AUTHENTICATION_STRING"),
+        managed_identity_client_id=r.raw("AZURE_CLIENT_ID"),
+        # Azure names the cloud role after the app; locally every instance is "aoai-gateway".
+        service_name=(env.get("WEBSITE_SITE_NAME") or "").strip() or "aoai-gateway",
         demo_key=r.raw("GATEWAY_DEMO_KEY"),
         # Azure App Service / Functions sets these on every instance it runs.
-        running_in_azure=bool(env.get("WEBSITE_INSTANCE_ID") or env.get("CONTAINER_NAME")),
+        running_in_azure=bool(env.get("WEBSITE_INSTANCE_ID") or env.get("WEBSITE_SITE_NAME")),
     )
     if r.problems:
         raise ConfigError(r.problems)

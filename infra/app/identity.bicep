@@ -1,0 +1,16 @@
+// The one user-assigned identity the gateway uses for everything: storage, Cosmos DB,
+// Azure OpenAI, Key Vault and Application Insights. Its roles live in rbac.bicep.
+param name string
+param location string
+param tags object
+
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: name
+  location: location
+  tags: tags
+}
+
+output id string = identity.id
+output name string = identity.name
+output clientId string = identity.properties.clientId
+output principalId string = identity.properties.principalId
