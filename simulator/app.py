@@ -194,8 +194,7 @@ class Simulator:
             if plan.error_status is not None:
                 return errors.server_error(plan.error_status)
             if plan.throttle:
-                retry_ms = self.faults.current.throttle_retry_ms
-                return errors.throttled(retry_ms, reason="requests", operation=call.operation)
+                return errors.throttled(plan.retry_ms, reason="requests", operation=call.operation)
         if isinstance(parsed, web.StreamResponse):
             return parsed
         return await run(call, parsed, plan.drop_after)

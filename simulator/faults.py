@@ -134,6 +134,7 @@ class Plan:
     delay_ms: float = 0.0
     error_status: int | None = None
     throttle: bool = False
+    retry_ms: int = 10_000  # captured with the plan: a count-limited fault set clears itself once spent
     drop_after: int | None = None
 
 
@@ -199,6 +200,7 @@ class FaultInjector:
             delay_ms=faults.slow_first_byte_ms,
             error_status=error_status,
             throttle=throttle,
+            retry_ms=faults.throttle_retry_ms if throttle else NO_FAULT.retry_ms,
             drop_after=drop_after,
         )
         return NO_FAULT if plan == NO_FAULT else self._spend(plan)

@@ -636,3 +636,15 @@ def test_cli_local_embedder_answers_with_minilm(sdk: MakeClient) -> None:
     assert len(a) == 384
     assert _norm(a) == pytest.approx(1.0, abs=1e-5)
     assert sum(x * y for x, y in zip(a, b, strict=True)) > sum(x * y for x, y in zip(a, c, strict=True)) + 0.2
+
+
+def test_count_limited_throttle_keeps_its_own_retry_after() -> None:
+    # Regression: the fault set clears itself when its count is spent, and the 429 used to read the
+    # cleared set's default (10 s) instead of the retry-after it was scripted with.
+    with SimulatorThread(SimulatorConfig(deployments=("chat",))) as sim:
+        sim.set_faults(throttle_rate=1.0, retry_after=30, count=1)
+        client = AzureOpenAI(azure_endpoint=sim.url, api_key="x", api_version="2024-10-21", max_retries=0)
+        with pytest.raises(openai.RateLimitError) as info:
+            client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}])
+        assert info.value.response.headers["retry-after"] == "30"
+        assert info.value.response.headers["retry-after-ms"] == "30000"

@@ -1,0 +1,356 @@
+"""End to end: the official `openai` SDK through the local Functions host over HTTP, simulator backends behind it.
+
+Failures are scripted on the simulators (down, 500s, 429 with Retry-After,
+slow first byte, a connection dropped mid-stream); time moves by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import openai
+import pytest
+from openai import AzureOpenAI, OpenAI
+
+from shared.clock import SYSTEM_CLOCK, Clock, ManualClock
+from shared.gateway import Gateway
+from simulator import SimulatorConfig, SimulatorThread
+from tests.fixtures.servers import GatewayServer, free_port, settings_for
+
+KEY = "test-subscription-key-0123456789abcdef"
+ADMIN = "test-admin-key"
+MESSAGES = [{"role": "user", "content": "Tell me about load balancing"}]
+
+
+@pytest.fixture
+def sims() -> Iterator[Callable[..., SimulatorThread]]:
+    started: list[SimulatorThread] = []
+
+    def make(name: str, **kwargs: Any) -> SimulatorThread:
+        config = SimulatorConfig(name=name, deployments=("chat", "embed"), api_key="sim-key", **kwargs)
+        sim = SimulatorThread(config).start()
+        started.append(sim)
+        return sim
+
+    yield make
+    for sim in started:
+        sim.stop()
+
+
+def backend(name: str, url: str, priority: int = 1, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "endpoint": url, "priority": priority, "deployments": ["chat", "embed"], **extra}
+
+
+@pytest.fixture
+def start(gateway_server: Callable[..., GatewayServer]) -> Callable[..., GatewayServer]:
+    def start_gateway(backends: list[dict[str, Any]], clock: Clock = SYSTEM_CLOCK, **env: str) -> GatewayServer:
+        settings = settings_for(backends, GATEWAY_DEMO_KEY=KEY, GATEWAY_ADMIN_KEY=ADMIN, **env)
+        return gateway_server(lambda: Gateway(settings, clock=clock))
+
+    return start_gateway
+
+
+def azure(gw: GatewayServer) -> AzureOpenAI:
+    return AzureOpenAI(azure_endpoint=gw.url, api_key=KEY, api_version="2024-10-21", max_retries=0)
+
+
+def raw(
+    gw: GatewayServer, path: str, *, method: str = "POST", body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], dict[str, Any]]:
+    request = urllib.request.Request(gw.url + path, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status, dict(resp.headers), json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), json.loads(err.read() or b"{}")
+
+
+def calls(sim: SimulatorThread) -> int:
+    return len([r for r in sim.requests() if "/openai/deployments/" in str(r["path"])])
+
+
+# --- the happy paths ------------------------------------------------------------------------
+
+
+def test_chat_through_both_sdk_shapes(sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]) -> None:
+    sim = sims("a")
+    gw = start([backend("a", sim.url)])
+    response = azure(gw).chat.completions.with_raw_response.create(model="chat", messages=MESSAGES)
+    completion = response.parse()
+    assert completion.choices[0].message.content
+    assert completion.usage is not None
+    assert completion.usage.total_tokens > 0
+    assert response.headers["x-gateway-backend"] == "a"
+    assert response.headers["x-request-id"]
+    v1 = OpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=0)
+    assert v1.chat.completions.create(model="chat", messages=MESSAGES).choices[0].message.content
+    openai_prefixed = OpenAI(base_url=gw.url + "/openai/v1", api_key=KEY, max_retries=0)
+    assert openai_prefixed.chat.completions.create(model="chat", messages=MESSAGES).choices[0].message.content
+
+
+def test_stream_hides_the_usage_chunk_it_asked_for(
+    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+) -> None:
+    sim = sims("a")
+    gw = start([backend("a", sim.url)])
+    chunks = list(azure(gw).chat.completions.create(model="chat", messages=MESSAGES, stream=True, max_tokens=6))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert all(c.usage is None for c in chunks)  # the caller did not ask for usage
+    sent = sim.requests()[-1]["body"]
+    assert isinstance(sent, dict)
+    assert sent["stream_options"] == {"include_usage": True}  # but the gateway asked the backend for it
+
+
+def test_stream_keeps_the_usage_chunk_when_the_caller_asks(
+    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+) -> None:
+    gw = start([backend("a", sims("a").url)])
+    chunks = list(
+        azure(gw).chat.completions.create(
+            model="chat", messages=MESSAGES, stream=True, max_tokens=6, stream_options={"include_usage": True}
+        )
+    )
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 6
+
+
+def test_embeddings(sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]) -> None:
+    gw = start([backend("a", sims("a").url)])
+    result = azure(gw).embeddings.create(model="embed", input=["one", "two"])
+    assert len(result.data) == 2
+    assert len(result.data[0].embedding) > 0
+
+
+def test_caller_credentials_never_reach_a_backend(
+    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+) -> None:
+    sim = sims("a")
+    gw = start([backend("a", sim.url)])
+    status, headers, _ = raw(
+        gw,
+        "/openai/deployments/chat/chat/completions?api-version=2024-10-21",
+        body=json.dumps({"messages": MESSAGES}).encode(),
+        headers={
+            "Ocp-Apim-Subscription-Key": KEY,
+            "Authorization": "Bearer something-else",
+            "Cookie": "session=1",
+            "x-request-id": "caller-chosen-id-42",
+            "content-type": "application/json",
+        },
+    )
+    assert status == 200
+    assert headers["x-request-id"] == "caller-chosen-id-42"
+    seen = sim.requests()[-1]["headers"]
+    assert isinstance(seen, dict)
+    assert seen["api-key"] == "sim-key"  # the gateway's own credential
+    for header in ("authorization", "ocp-apim-subscription-key", "cookie"):
+        assert header not in seen
+    assert KEY not in json.dumps(seen)
+    assert seen["x-ms-client-request-id"] == "caller-chosen-id-42"
+
+
+# --- failover -------------------------------------------------------------------------------
+
+
+def test_failover_when_the_primary_is_down_or_refuses_connections(
+    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+) -> None:
+    down, spare = sims("down"), sims("spare")
+    down.set_faults(down=True)
+    closed_port = f"http://127.0.0.1:{free_port()}"
+    gw = start([backend("down", down.url), backend("refused", closed_port), backend("spare", spare.url, priority=2)])
+    for _ in range(3):
+        response = azure(gw).chat.completions.with_raw_response.create(model="chat", messages=MESSAGES)
+        assert response.headers["x-gateway-backend"] == "spare"
+
+
+def test_failover_on_500s_and_the_caller_sees_no_error(
+    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+) -> None:
+    bad, good = sims("bad"), sims("good")
+    bad.set_faults(error_rate=1.0, error_status=500)
+    gw = start([backend("bad", bad.url), backend("good", good.url, priority=2)])
+    for _ in range(4):
+        response = azure(gw).chat.completions.with_raw_response.create(model="chat", messages=MESSAGES)
+        assert response.headers["x-gateway-backend"] == "good"
+
+
+def test_throttled_backend_is_not_called_again_before_its_retry_after(
+    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+) -> None:
+    busy, spare = sims("busy"), sims("spare")
+    busy.set_faults(throttle_rate=1.0, retry_after=30, count=1)
+    clock = ManualClock()
+    gw = start([backend("busy", busy.url), backend("spare", spare.url, priority=2)], clock=clock)
+    client = azure(gw)
+    first = client.chat.completions.with_raw_response.create(model="chat", messages=MESSAGES)
+    assert first.headers["x-gateway-backend"] == "spare"  # the 429 never reached the caller
+    assert calls(busy) == 1
+    clock.advance(29)
+    for _ in range(3):
+        assert client.chat.completions.with_raw_response.create(model="chat", messages=MESSAGES).headers[
+            "x-gateway-backend"
+        ] == "spare"
+    assert calls(busy) == 1  # still cooling down
+    clock.advance(2)
+    again = client.chat.completions.with_raw_response.create(model="chat", messages=MESSAGES)
+    assert again.headers["x-gateway-backend"] == "busy"
+    assert calls(busy) == 2
+
+
+def test_every_backend_throttled_answers_429_with_the_smallest_retry_after(
+    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+) -> None:
+    a, b = sims("a"), sims("b")
+    a.set_faults(throttle_rate=1.0, retry_after=20)
+    b.set_faults(throttle_rate=1.0, retry_after=5)
+    gw = start([backend("a", a.url), backend("b", b.url, priority=2)])
+    with pytest.raises(openai.RateLimitError) as info:
+        azure(gw).chat.completions.create(model="chat", messages=MESSAGES)
+    assert info.value.response.headers["retry-after"] == "5"
+    assert info.value.body["code"] == "backends_throttled"  # type: ignore[index]
+    # While both cool down, the gateway answers 429 without calling them.
+    before = calls(a) + calls(b)
+    with pytest.raises(openai.RateLimitError):
+        azure(gw).chat.completions.create(model="chat", messages=MESSAGES)
+    assert calls(a) + calls(b) == before
+
+
+def test_timeout_before_first_byte_fails_over(
+    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+) -> None:
+    slow, fast = sims("slow"), sims("fast")
+    slow.set_faults(slow_first_byte_ms=3000)
+    gw = start([backend("slow", slow.url, timeouts={"first_byte": 0.3}), backend("fast", fast.url, priority=2)])
+    response = azure(gw).chat.completions.with_raw_response.create(model="chat", messages=MESSAGES)
+    assert response.headers["x-gateway-backend"] == "fast"
+    chunks = list(azure(gw).chat.completions.create(model="chat", messages=MESSAGES, stream=True))
+    assert chunks
+
+
+def test_caller_errors_pass_through_and_are_not_retried(
+    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+) -> None:
+    a, b = sims("a"), sims("b")
+    gw = start([backend("a", a.url), backend("b", b.url, priority=2)])
+    with pytest.raises(openai.BadRequestError) as info:
+        azure(gw).chat.completions.create(model="chat", messages=[{"role": "user", "content": "[[content_filter]]"}])
+    assert info.value.body["code"] == "content_filter"  # type: ignore[index]
+    assert calls(b) == 0
+
+
+def test_breaker_opens_then_half_opens_and_closes(
+    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+) -> None:
+    flaky, spare = sims("flaky"), sims("spare")
+    flaky.set_faults(error_rate=1.0, error_status=503, count=2)
+    clock = ManualClock()
+    gw = start(
+        [backend("flaky", flaky.url), backend("spare", spare.url, priority=2)],
+        clock=clock,
+        GATEWAY_BREAKER='{"failures": 2, "interval_seconds": 10, "trip_seconds": 30}',
+    )
+    client = azure(gw)
+
+    def served_by() -> str:
+        return str(client.chat.completions.with_raw_response.create(model="chat", messages=MESSAGES).headers[
+            "x-gateway-backend"
+        ])
+
+    assert [served_by(), served_by()] == ["spare", "spare"]  # two failures on flaky: its breaker opens
+    status, _, report = raw(gw, "/gateway/admin/backends", method="GET", headers={"x-admin-key": ADMIN})
+    assert status == 200
+    row = next(r for r in report["data"] if r["backend"] == "flaky" and r["deployment"] == "chat")
+    assert row["breaker"] == "open"
+    assert calls(flaky) == 2
+    assert served_by() == "spare"
+    assert calls(flaky) == 2  # open: not even tried
+    clock.advance(31)
+    assert served_by() == "flaky"  # the half-open trial succeeds (its faults are spent)...
+    assert served_by() == "flaky"  # ...and closes the breaker
+    _, _, report = raw(gw, "/gateway/admin/backends", method="GET", headers={"x-admin-key": ADMIN})
+    row = next(r for r in report["data"] if r["backend"] == "flaky" and r["deployment"] == "chat")
+    assert row["breaker"] == "closed"
+    assert row["trips"] == 1
+
+
+def test_backend_failing_mid_stream_ends_the_stream_with_an_error(
+    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+) -> None:
+    sim = sims("a")
+    sim.set_faults(drop_mid_stream_after=3)
+    gw = start([backend("a", sim.url)])
+    received = []
+    with pytest.raises(openai.APIError, match="failed while streaming|ended the stream"):
+        for chunk in azure(gw).chat.completions.create(model="chat", messages=MESSAGES, stream=True, max_tokens=20):
+            received.append(chunk)
+    assert received  # the first events arrived before the failure
+
+
+def test_no_backend_available_answers_503(
+    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+) -> None:
+    a = sims("a")
+    a.set_faults(down=True)
+    gw = start([backend("a", a.url), backend("b", f"http://127.0.0.1:{free_port()}", priority=2)])
+    with pytest.raises(openai.InternalServerError) as info:
+        azure(gw).chat.completions.create(model="chat", messages=MESSAGES)
+    assert info.value.status_code == 503
+    assert info.value.body["code"] == "no_backend_available"  # type: ignore[index]
+
+
+# --- bad input: always the envelope, never a 500 ------------------------------------------------
+
+CHAT_PATH = "/openai/deployments/chat/chat/completions?api-version=2024-10-21"
+GOOD = json.dumps({"messages": MESSAGES}).encode()
+AUTH = {"api-key": KEY, "content-type": "application/json"}
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "body", "headers", "status", "code"),
+    [
+        (CHAT_PATH, "POST", b"{not json", AUTH, 400, "invalid_json"),
+        (CHAT_PATH, "POST", b"[1, 2]", AUTH, 400, "invalid_json"),
+        (CHAT_PATH, "POST", b'{"messages": []}', AUTH, 400, "invalid_request"),
+        (CHAT_PATH, "POST", b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": -1}', AUTH, 400,
+         "invalid_request"),
+        ("/v1/chat/completions", "POST", GOOD, AUTH, 400, "invalid_request"),  # no model
+        ("/openai/deployments/nope/chat/completions", "POST", GOOD, AUTH, 404, "DeploymentNotFound"),
+        (CHAT_PATH, "POST", b'{"pad": "' + b"x" * 5000 + b'"}', AUTH, 413, "payload_too_large"),
+        (CHAT_PATH, "GET", None, AUTH, 405, "method_not_allowed"),
+        (CHAT_PATH, "DELETE", None, AUTH, 405, "method_not_allowed"),
+        (CHAT_PATH, "POST", GOOD, {"content-type": "application/json"}, 401, "invalid_api_key"),
+        (CHAT_PATH, "POST", GOOD, {"api-key": "wrong-key"}, 401, "invalid_api_key"),
+        (CHAT_PATH, "POST", GOOD, {"Authorization": "Basic abc"}, 401, "invalid_api_key"),
+        ("/openai/nothing/here", "POST", GOOD, AUTH, 404, "route_not_found"),
+        ("/favicon.ico", "GET", None, {}, 404, "route_not_found"),
+        ("/gateway/admin/subscriptions", "GET", None, {}, 401, "invalid_admin_key"),
+    ],  # fmt: skip
+)
+def test_bad_input_gets_an_openai_error_envelope(
+    sims: Callable[..., SimulatorThread],
+    start: Callable[..., GatewayServer],
+    path: str,
+    method: str,
+    body: bytes | None,
+    headers: dict[str, str],
+    status: int,
+    code: str,
+) -> None:
+    gw = start([backend("a", sims("a").url)], GATEWAY_MAX_BODY_BYTES="4096")
+    got_status, got_headers, payload = raw(gw, path, method=method, body=body, headers=headers)
+    assert got_status == status
+    assert set(payload["error"]) == {"message", "type", "code", "param"}
+    assert payload["error"]["code"] == code
+    assert got_headers.get("x-request-id")
+
+
+def test_health(sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]) -> None:
+    gw = start([backend("a", sims("a").url)])
+    status, _, body = raw(gw, "/health", method="GET")
+    assert status == 200
+    assert body["status"] == "ok"
