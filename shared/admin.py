@@ -10,8 +10,9 @@ GATEWAY_ADMIN_KEY is unset):
     POST   subscriptions/{id}/regenerate      {"key": "primary" | "secondary"}; answers the new key once
     DELETE subscriptions/{id}
     GET    backends                           breaker state, throttles and last probe of every backend
+    GET    stats                              this instance's counters: storage transactions, limits, fallbacks
 
-Command line: `python -m shared.admin --help`.
+Command line: `python -m shared.admin --help` (`shared.cli`), directly on the stores or through this API.
 """
 
 from __future__ import annotations
@@ -232,6 +233,17 @@ async def ensure_demo_subscription(gateway: Gateway, key: str) -> None:
         await SubscriptionAdmin(gateway.stores.subscriptions).create({"name": "demo"}, primary_key=key)
 
 
+def stats_report(gateway: Gateway) -> dict[str, Any]:
+    """Read-only counters of this instance: what shared state costs and whether it is shared right now."""
+    return {
+        "instance": gateway.instance_id,
+        "storage": gateway.stores.stats(),
+        "limits": gateway.limiter.stats(),
+        "auth": {"stale_answers": gateway.authenticator.stale_answers},
+        "breakers": {"shared": gateway.breakers.store_healthy},
+    }
+
+
 # --- HTTP ----------------------------------------------------------------------------------
 
 
@@ -305,4 +317,14 @@ async def _handle(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
         from shared.probe import backends_report  # noqa: PLC0415 - admin only
 
         return _json(200, await backends_report(gateway), rid)
+    if parts == ["stats"]:
+        if method != "GET":
+            raise MethodNotAllowed(f"{method} is not supported here.", headers={"Allow": "GET"})
+        return _json(200, stats_report(gateway), rid)
     raise NotFound(f"No such admin route: {method} {request.path}", code="route_not_found")
+
+
+if __name__ == "__main__":
+    from shared.cli import main
+
+    raise SystemExit(main())

@@ -4,6 +4,9 @@ Keys carry at least 32 random bytes, so a single SHA-256 is enough to keep
 them safe at rest (no password stretching needed) and lets a key be found by
 its hash. Lookups are cached per instance for `key_cache_seconds`; a
 suspended, expired, deleted or rotated key stops working within that time.
+When the subscription store cannot be reached, a key seen before keeps the
+answer it last had (requests keep flowing through a storage outage); a key
+never seen gets 503, since it can be neither accepted nor refused.
 """
 
 from __future__ import annotations
@@ -11,17 +14,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import secrets
 from collections.abc import Mapping
 
 from shared.clock import Clock
-from shared.errors import Forbidden, Unauthorized
+from shared.errors import Forbidden, ServiceUnavailable, StoreUnavailable, Unauthorized
 from shared.models import Caller, Subscription, SubscriptionState
 from shared.stores.protocols import SubscriptionStore
+
+log = logging.getLogger("gateway.auth")
 
 KEY_PREFIX = "gw-"
 _MAX_KEY_LENGTH = 256
 _CACHE_LIMIT = 10_000
+_STALE_RETRY_SECONDS = 5.0
 
 
 def new_key() -> str:
@@ -50,6 +57,8 @@ class Authenticator:
         self._clock = clock
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[Subscription | None, float]] = {}
+        self.stale_answers = 0  # lookups answered from an expired entry because the store was unavailable
+        self._store_down = False
 
     async def authenticate(self, headers: Mapping[str, str]) -> Caller:
         key = key_from_headers(headers)
@@ -84,7 +93,23 @@ class Authenticator:
         cached = self._cache.get(key_hash)
         if cached is not None and cached[1] > now:
             return cached[0]
-        subscription = await self._store.find_by_key_hash(key_hash)
+        try:
+            subscription = await self._store.find_by_key_hash(key_hash)
+        except StoreUnavailable as exc:
+            if cached is None:
+                raise ServiceUnavailable(
+                    "The subscription key cannot be checked right now; retry shortly.", code="auth_unavailable"
+                ) from exc
+            if not self._store_down:
+                log.warning("subscription store unavailable (%s): answering from cached key lookups", exc)
+                self._store_down = True
+            self.stale_answers += 1
+            # Keep the old answer a little longer so an outage does not cost a failed call per request.
+            self._cache[key_hash] = (cached[0], now + min(_STALE_RETRY_SECONDS, self._cache_seconds or 1.0))
+            return cached[0]
+        if self._store_down:
+            log.warning("subscription store reachable again")
+            self._store_down = False
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()  # bounded: a flood of random keys cannot grow memory
         self._cache[key_hash] = (subscription, now + self._cache_seconds)

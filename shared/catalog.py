@@ -57,6 +57,11 @@ CATALOG: tuple[Setting, ...] = (
         "false",
         "Refuse requests (503) instead of enforcing per instance when storage is down.",
     ),
+    Setting(
+        "GATEWAY_RATE_WINDOW_SECONDS",
+        "60",
+        "Window of the TPM/RPM limits in seconds, a divisor of 60; limits scale to it (10: TPM/6 per 10 s).",
+    ),
     Setting("GATEWAY_BREAKER_SYNC_SECONDS", "2", "How often an instance refreshes shared breaker state."),
     Setting("GATEWAY_PROBE_SCHEDULE", "*/30 * * * * *", "NCRONTAB schedule of the backend health probe timer."),
     Setting(
@@ -82,6 +87,16 @@ CATALOG: tuple[Setting, ...] = (
     Setting("GATEWAY_PRICES", "{}", "JSON price table: deployment -> {input, output} per 1,000 tokens."),
     Setting("GATEWAY_LEDGER_FLUSH_SECONDS", "10", "How often usage ledger rows are written."),
     Setting("GATEWAY_LOG_PROMPTS", "false", "Log prompt text (off: prompts never reach logs)."),
+    Setting(
+        "GATEWAY_METRICS_ENDPOINT",
+        "false",
+        "Collect metrics in process and serve them as Prometheus text at GET /metrics (x-admin-key).",
+    ),
+    Setting(
+        "GATEWAY_TRACES_PER_SECOND",
+        "1",
+        "Requests traced per second per instance when traces are exported (0: none); metrics count every request.",
+    ),
     Setting("AZURE_CLIENT_ID", None, "Client id of the user-assigned managed identity (DefaultAzureCredential)."),
     Setting(
         "APPLICATIONINSIGHTS_CONNECTION_STRING",

@@ -2,4 +2,6 @@
 
 pytest_plugins = [
     "tests.fixtures.servers",
+    "tests.fixtures.azurite",
+    "tests.fixtures.cosmos",
 ]

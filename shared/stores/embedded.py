@@ -6,9 +6,8 @@ import copy
 import itertools
 from collections.abc import Callable
 
-from shared.clock import SYSTEM_CLOCK, Clock
 from shared.models import Subscription
-from shared.stores.protocols import Versioned
+from shared.stores.protocols import CounterChange, Counters, UsageBatch, UsageKey, UsageRow, Versioned
 
 
 class EmbeddedSubscriptionStore:
@@ -75,19 +74,40 @@ class EmbeddedBreakerStore:
 
 
 class EmbeddedCounterStore:
-    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
-        self._clock = clock
-        self._counters: dict[tuple[str, int], tuple[int, float]] = {}  # -> (value, expires_at)
+    """Counter records in a dict: with no await between read and write, every update is atomic."""
 
-    async def take(self, key: str, window: int, amount: int, cap: int, ttl_seconds: float) -> tuple[int, int]:
-        now = self._clock.now()
-        if len(self._counters) > 10_000:  # windows expire; drop them so memory stays bounded
-            self._counters = {k: v for k, v in self._counters.items() if v[1] > now}
-        value, _ = self._counters.get((key, window), (0, 0.0))
-        applied = max(-value, amount) if amount < 0 else max(0, min(amount, cap - value))
-        value += applied
-        self._counters[(key, window)] = (value, now + ttl_seconds)
-        return applied, value
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, str], dict[str, int]] = {}
 
-    async def read(self, key: str, window: int) -> int:
-        return self._counters.get((key, window), (0, 0.0))[0]
+    async def update(self, partition: str, row: str, change: CounterChange) -> tuple[Counters, Counters]:
+        before = dict(self._rows.get((partition, row), {}))
+        after = change(before)
+        if after is None:
+            return before, before
+        self._rows[(partition, row)] = dict(after)
+        return before, dict(after)
+
+    async def read(self, partition: str, row: str) -> Counters:
+        return dict(self._rows.get((partition, row), {}))
+
+
+class EmbeddedLedgerStore:
+    """Usage rows in a dict: with no await inside `apply`, a batch is applied atomically."""
+
+    def __init__(self) -> None:
+        self._rows: dict[UsageKey, UsageRow] = {}
+
+    async def apply(self, batch: UsageBatch) -> None:
+        for key, counts in batch.rows.items():
+            row = self._rows.get(key)
+            if row is None:
+                self._rows[key] = UsageRow(key, counts, {batch.writer: batch.sequence})
+            elif row.applied.get(batch.writer, 0) < batch.sequence:
+                self._rows[key] = UsageRow(key, row.counts.plus(counts), {**row.applied, batch.writer: batch.sequence})
+
+    async def rows(self, start_hour: int, end_hour: int, subscription_id: str | None = None) -> list[UsageRow]:
+        return [
+            row
+            for key, row in self._rows.items()
+            if start_hour <= key.hour < end_hour and subscription_id in (None, key.subscription_id)
+        ]

@@ -8,18 +8,29 @@ instances) it is refused.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from shared.clock import Clock
 from shared.config import Settings
 from shared.errors import ConfigError
 from shared.stores.embedded import EmbeddedBreakerStore, EmbeddedCounterStore, EmbeddedSubscriptionStore
 from shared.stores.protocols import BreakerStore, CounterStore, ProbeStore, SubscriptionStore
 
+if TYPE_CHECKING:
+    import aiohttp
+
 
 class BackendStateStore(BreakerStore, ProbeStore, Protocol):
     """Breakers and probe results live side by side."""
+
+
+class Account(Protocol):
+    """What backs a set of stores: something to count transactions on and to close."""
+
+    def stats_view(self) -> dict[str, object]: ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,9 +39,21 @@ class Stores:
     backends: BackendStateStore
     counters: CounterStore
     kind: str  # "embedded" | "tables"
+    account: Account | None = None
+
+    def stats(self) -> dict[str, object]:
+        """Storage transactions sent so far (Table Storage only): the cost side of every design choice."""
+        return {"kind": self.kind, **(self.account.stats_view() if self.account else {})}
+
+    async def close(self) -> None:
+        if self.account is not None:
+            await self.account.close()
 
 
-def build_stores(settings: Settings, clock: Clock) -> Stores:
+def build_stores(
+    settings: Settings, *, session: Callable[[], Awaitable[aiohttp.ClientSession]] | None = None
+) -> Stores:
+    """The stores the configuration asks for; Table Storage clients share `session` (built lazily in the loop)."""
     if settings.storage is None:
         if settings.running_in_azure:
             raise ConfigError(
@@ -40,5 +63,23 @@ def build_stores(settings: Settings, clock: Clock) -> Stores:
                     "(with GATEWAY_STORAGE__credential=managedidentity) or GATEWAY_STORAGE."
                 ]
             )
-        return Stores(EmbeddedSubscriptionStore(), EmbeddedBreakerStore(), EmbeddedCounterStore(clock), "embedded")
-    raise ConfigError(["Table Storage stores are not available in this build"])
+        return Stores(EmbeddedSubscriptionStore(), EmbeddedBreakerStore(), EmbeddedCounterStore(), "embedded")
+    # The Azure SDK is imported only when Table Storage is configured: cold starts stay cheap otherwise.
+    from shared.stores.tables import (  # noqa: PLC0415
+        TableAccount,
+        TableBackendStateStore,
+        TableCounterStore,
+        TableSubscriptionStore,
+    )
+
+    try:
+        account = TableAccount(settings.storage, prefix=settings.table_prefix, session=session)
+    except ValueError as exc:
+        raise ConfigError([str(exc)]) from None
+    return Stores(
+        TableSubscriptionStore(account),
+        TableBackendStateStore(account),
+        TableCounterStore(account),
+        "tables",
+        account,
+    )

@@ -1,15 +1,16 @@
 """The small async protocols every kind of shared state sits behind.
 
-Each protocol has two implementations: Azure (`stores/tables.py`, `stores/cosmos.py`)
-and embedded (`stores/embedded.py`, in-process). `stores/factory.py` picks one
-from configuration. Implementations raise `shared.errors.StoreUnavailable`
-when the backing service cannot be reached, and nothing else of their own.
+Each protocol has two implementations: Azure (`stores/tables.py`) and embedded
+(`stores/embedded.py`, in-process). `stores/factory.py` picks one from
+configuration. Implementations raise `shared.errors.StoreUnavailable` when
+the backing service cannot be reached, and nothing else of their own; one
+contract suite (tests/test_stores_contract.py) runs against both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from shared.models import Subscription
@@ -27,7 +28,10 @@ class SubscriptionStore(Protocol):
         ...
 
     async def modify(self, subscription_id: str, change: Callable[[Subscription], Subscription]) -> Subscription | None:
-        """Read-modify-write with compare-and-swap (retried on conflict); None if absent."""
+        """Read-modify-write with compare-and-swap (retried on conflict); None if absent.
+
+        `change` may run more than once (once per conflict); exceptions it raises propagate unchanged.
+        """
         ...
 
     async def delete(self, subscription_id: str) -> bool: ...
@@ -63,15 +67,101 @@ class ProbeStore(Protocol):
     async def load_probes(self) -> dict[str, dict[str, object]]: ...
 
 
+Counters = Mapping[str, int]
+CounterChange = Callable[[Counters], "dict[str, int] | None"]
+
+
 class CounterStore(Protocol):
-    """Shared counters in fixed windows, the basis of token and request limits."""
+    """Small records of named integers, changed only by compare-and-swap: the shared side of the limits.
 
-    async def take(self, key: str, window: int, amount: int, cap: int, ttl_seconds: float) -> tuple[int, int]:
-        """Atomically add up to `amount` to counter (key, window) without passing `cap`.
+    A record is addressed by (partition, row); the limiter keeps one per
+    subscription and kind of window, and stores the window in the record
+    itself, so the number of records does not grow with time.
+    """
 
-        A negative amount gives back (the counter never goes below zero).
-        Returns (the amount applied, the counter's new value).
+    async def update(self, partition: str, row: str, change: CounterChange) -> tuple[Counters, Counters]:
+        """Apply `change` to the stored values ({} when absent) atomically, retrying on conflict.
+
+        `change` is a pure function of the stored values: it may run more than
+        once, and the values it was last given are the ones it was applied to.
+        It returns the new values, or None to leave the record as it is.
+        Returns (the values `change` was applied to, the values now stored).
         """
         ...
 
-    async def read(self, key: str, window: int) -> int: ...
+    async def read(self, partition: str, row: str) -> Counters: ...
+
+
+# --- usage ledger -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UsageKey:
+    """One ledger row: a subscription's use of one deployment, through one backend, in one UTC hour."""
+
+    subscription_id: str
+    hour: int  # epoch seconds at the start of the UTC hour
+    deployment: str  # "" when the request named no deployment the gateway knows
+    backend: str  # "" when no backend answered; "cache" for answers from the gateway's cache
+
+
+@dataclass(frozen=True, slots=True)
+class UsageCounts:
+    """What a row adds up. `cached_tokens` were answered from the gateway's cache, not sent to a backend."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    requests: Mapping[str, int] = field(default_factory=dict)  # by outcome (shared.meter.Outcome values)
+    cost: float = 0.0  # from GATEWAY_PRICES at the time of the request
+    subscription_name: str = ""  # the latest name seen, for reports
+
+    def plus(self, other: UsageCounts) -> UsageCounts:
+        requests = dict(self.requests)
+        for outcome, count in other.requests.items():
+            requests[outcome] = requests.get(outcome, 0) + count
+        return UsageCounts(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.cached_tokens + other.cached_tokens,
+            requests,
+            self.cost + other.cost,
+            other.subscription_name or self.subscription_name,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UsageBatch:
+    """Counts one writer (a gateway instance) collected between two flushes.
+
+    A writer numbers its batches 1, 2, 3, ... and hands them to the store one
+    at a time, in order, retrying a batch until it is stored before the next.
+    """
+
+    writer: str
+    sequence: int
+    rows: Mapping[UsageKey, UsageCounts]
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    key: UsageKey
+    counts: UsageCounts
+    applied: Mapping[str, int]  # writer -> the last of its batch sequences counted in this row
+
+
+class LedgerStore(Protocol):
+    """Usage rows per (subscription, hour, deployment, backend), added to in idempotent batches."""
+
+    async def apply(self, batch: UsageBatch) -> None:
+        """Add each of the batch's counts to its row, unless the row already counted this batch.
+
+        A row remembers the last sequence it counted per writer, so applying a
+        batch again (a retry after a timeout that hid a success, or after only
+        some partitions were written) counts nothing twice.
+        """
+        ...
+
+    async def rows(self, start_hour: int, end_hour: int, subscription_id: str | None = None) -> list[UsageRow]:
+        """Rows with start_hour <= hour < end_hour, of one subscription or of all."""
+        ...

@@ -1,0 +1,175 @@
+"""The operator's command line for subscriptions: `python -m shared.admin <command>`.
+
+Two ways to reach the subscriptions, same operations and answers:
+
+* directly on the stores, with the gateway's own storage settings in the
+  environment (`GATEWAY_STORAGE` locally, `GATEWAY_STORAGE__tableServiceUri`
+  with an Entra identity that may write the tables in Azure);
+* through a running gateway's admin API: `--url https://<app>.azurewebsites.net`
+  with `--admin-key` (or `GATEWAY_ADMIN_KEY`).
+
+Examples:
+
+    python -m shared.admin create --name team-a --tpm 60000 --rpm 300 --token-quota 5000000 --token-quota-period monthly
+    python -m shared.admin list
+    python -m shared.admin update sub-0123 --state suspended
+    python -m shared.admin regenerate sub-0123 --key secondary
+    python -m shared.admin --url http://127.0.0.1:7071 --admin-key ... backends
+
+Keys are printed once, when created or regenerated, and never again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+from shared.errors import ConfigError, GatewayError
+
+_NONE = "none"  # clears a limit or the expiry
+_PLACEHOLDER_BACKENDS = '[{"name": "unused", "endpoint": "http://unused.invalid", "deployments": ["unused"]}]'
+
+
+def _limit(text: str) -> int | None:
+    if text.lower() == _NONE:
+        return None
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("a positive whole number, or 'none'")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m shared.admin", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--url", help="a running gateway (its admin API); default: the stores, from the environment")
+    parser.add_argument("--admin-key", default=os.environ.get("GATEWAY_ADMIN_KEY"), help="default: GATEWAY_ADMIN_KEY")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def fields(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--name")
+        sub.add_argument("--tokens-per-minute", "--tpm", type=_limit, default=argparse.SUPPRESS)
+        sub.add_argument("--requests-per-minute", "--rpm", type=_limit, default=argparse.SUPPRESS)
+        sub.add_argument("--token-quota", type=_limit, default=argparse.SUPPRESS)
+        sub.add_argument(
+            "--token-quota-period", choices=["hourly", "daily", "weekly", "monthly", _NONE], default=argparse.SUPPRESS
+        )
+        sub.add_argument("--state", choices=["active", "suspended"])
+        sub.add_argument("--expires-at", default=argparse.SUPPRESS, help="ISO 8601 time, or 'none'")
+        sub.add_argument("--allowed-deployments", default=argparse.SUPPRESS, help="comma-separated; '' for all")
+
+    fields(commands.add_parser("create", help="create a subscription; prints both keys once"))
+    commands.add_parser("list", help="every subscription (never keys)")
+    commands.add_parser("show", help="one subscription").add_argument("id")
+    update = commands.add_parser("update", help="change name, state, limits, expiry or deployments")
+    update.add_argument("id")
+    fields(update)
+    regenerate = commands.add_parser("regenerate", help="replace one key; prints it once")
+    regenerate.add_argument("id")
+    regenerate.add_argument("--key", choices=["primary", "secondary"], default="primary")
+    commands.add_parser("delete", help="delete a subscription").add_argument("id")
+    commands.add_parser("backends", help="breaker, throttle and probe state of every backend (--url only)")
+    commands.add_parser("stats", help="an instance's storage and limit counters (--url only)")
+    return parser
+
+
+def _fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The JSON fields of the admin API, from the flags given (flags not given are left out)."""
+    out: dict[str, Any] = {}
+    for name in ("name", "state"):
+        if getattr(args, name, None) is not None:
+            out[name] = getattr(args, name)
+    for name in ("tokens_per_minute", "requests_per_minute", "token_quota"):
+        if hasattr(args, name):
+            out[name] = getattr(args, name)
+    if hasattr(args, "token_quota_period"):
+        out["token_quota_period"] = None if args.token_quota_period == _NONE else args.token_quota_period
+    if hasattr(args, "expires_at"):
+        out["expires_at"] = None if args.expires_at.lower() == _NONE else args.expires_at
+    if hasattr(args, "allowed_deployments"):
+        out["allowed_deployments"] = [d.strip() for d in args.allowed_deployments.split(",") if d.strip()]
+    return out
+
+
+async def _over_http(args: argparse.Namespace) -> Any:
+    import aiohttp  # noqa: PLC0415 - only this mode needs it
+
+    if not args.admin_key:
+        raise SystemExit("--admin-key (or GATEWAY_ADMIN_KEY) is required with --url")
+    base = args.url.rstrip("/") + "/gateway/admin"
+    one = f"/subscriptions/{getattr(args, 'id', '')}"
+    routes: dict[str, tuple[str, str, Any]] = {
+        "create": ("POST", "/subscriptions", _fields(args)),
+        "list": ("GET", "/subscriptions", None),
+        "show": ("GET", one, None),
+        "update": ("PATCH", one, _fields(args)),
+        "regenerate": ("POST", f"{one}/regenerate", {"key": getattr(args, "key", "")}),
+        "delete": ("DELETE", one, None),
+        "backends": ("GET", "/backends", None),
+        "stats": ("GET", "/stats", None),
+    }
+    method, path, body = routes[args.command]
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, base + path, json=body, headers={"x-admin-key": args.admin_key}) as response,
+    ):
+        text = await response.text()
+        if response.status >= 400:
+            raise SystemExit(f"{response.status}: {text}")
+        return json.loads(text) if text else {"deleted": getattr(args, "id", None)}
+
+
+async def _on_stores(args: argparse.Namespace) -> Any:
+    from shared.admin import SubscriptionAdmin  # noqa: PLC0415 - keeps `--help` instant
+    from shared.config import load_settings  # noqa: PLC0415
+    from shared.stores.factory import build_stores  # noqa: PLC0415
+
+    if args.command in ("backends", "stats"):
+        raise SystemExit(f"'{args.command}' shows a running gateway's state: give its --url")
+    env = dict(os.environ)
+    # Only the storage settings matter here; backends are the gateway's business, not the operator's.
+    env.setdefault("GATEWAY_BACKENDS", _PLACEHOLDER_BACKENDS)
+    settings = load_settings(env)
+    if settings.storage is None:
+        raise SystemExit(
+            "No storage configured (GATEWAY_STORAGE or GATEWAY_STORAGE__tableServiceUri): embedded subscriptions "
+            "live inside one gateway process; manage them with --url."
+        )
+    stores = build_stores(settings)
+    service = SubscriptionAdmin(stores.subscriptions)
+    try:
+        if args.command == "create":
+            return await service.create(_fields(args))
+        if args.command == "list":
+            return {"data": await service.list()}
+        if args.command == "show":
+            return await service.show(args.id)
+        if args.command == "update":
+            return await service.update(args.id, _fields(args))
+        if args.command == "regenerate":
+            return await service.regenerate(args.id, args.key)
+        await service.delete(args.id)
+        return {"deleted": args.id}
+    finally:
+        await stores.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        result = asyncio.run(_over_http(args) if args.url else _on_stores(args))
+    except GatewayError as exc:
+        print(json.dumps(exc.envelope()), file=sys.stderr)
+        return 1
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    if args.command in ("create", "regenerate"):
+        print("Keys are shown this once: store them now.", file=sys.stderr)
+    return 0
