@@ -139,7 +139,9 @@ class SubscriptionAdmin:
     def __init__(self, store: SubscriptionStore) -> None:
         self._store = store
 
-    async def create(self, fields: dict[str, Any], *, primary_key: str | None = None) -> dict[str, Any]:
+    async def create(
+        self, fields: dict[str, Any], *, primary_key: str | None = None, subscription_id: str | None = None
+    ) -> dict[str, Any]:
         unknown = set(fields) - _EDITABLE
         if unknown:
             raise BadRequest(f"Unknown fields: {', '.join(sorted(unknown))}.")
@@ -150,7 +152,7 @@ class SubscriptionAdmin:
         primary = primary_key or new_key()
         secondary = new_key()
         sub = Subscription(
-            id="sub-" + secrets.token_hex(8),
+            id=subscription_id or "sub-" + secrets.token_hex(8),
             name=name.strip(),
             state=state,
             primary_key_hash=hash_key(primary),
@@ -229,8 +231,16 @@ class SubscriptionAdmin:
 
 async def ensure_demo_subscription(gateway: Gateway, key: str) -> None:
     """`make run`'s demo subscription, created through the same path as any other."""
-    if await gateway.stores.subscriptions.find_by_key_hash(hash_key(key)) is None:
-        await SubscriptionAdmin(gateway.stores.subscriptions).create({"name": "demo"}, primary_key=key)
+    if await gateway.stores.subscriptions.find_by_key_hash(hash_key(key)) is not None:
+        return
+    # A fixed id per key: instances starting together on shared storage create it once, not once each.
+    demo_id = "sub-demo-" + hash_key(key)[:12]
+    try:
+        await SubscriptionAdmin(gateway.stores.subscriptions).create(
+            {"name": "demo"}, primary_key=key, subscription_id=demo_id
+        )
+    except ValueError:
+        pass  # another instance created it a moment ago
 
 
 def stats_report(gateway: Gateway) -> dict[str, Any]:

@@ -147,6 +147,7 @@ class BreakerBoard:
         self._sync_task: asyncio.Task[None] | None = None
         self.store_healthy = True
         self.transitions: list[tuple[str, Status, Status]] = []  # drained by telemetry
+        self._trials: dict[str, float] = {}  # key -> lease end of the trial this instance has sent
 
     @staticmethod
     def key(backend: str, deployment: str) -> str:
@@ -199,20 +200,31 @@ class BreakerBoard:
         self.maybe_sync()
         now = self._clock.now()
         state = self.state(key)
-        if available(state, now, self.instance):
+        if state.status is Status.CLOSED:
             return True
+        if available(state, now, self.instance):
+            return self._take_trial(key, state)
         if claim_trial(self.policy, state, now, self.instance) is None:
             return False
         claimed = await self._transition(key, lambda s: claim_trial(self.policy, s, now, self.instance))
-        return claimed is not None and available(claimed, now, self.instance)
+        return claimed is not None and available(claimed, now, self.instance) and self._take_trial(key, claimed)
+
+    def _take_trial(self, key: str, state: BreakerState) -> bool:
+        """One request per trial lease: the instance holding the trial sends exactly one until it is reported."""
+        if self._trials.get(key) == state.trial_until:
+            return False
+        self._trials[key] = state.trial_until
+        return True
 
     async def failure(self, key: str, *, retry_after: float | None, reason: str) -> None:
+        self._trials.pop(key, None)
         now = self._clock.now()
         await self._transition(
             key, lambda s: record_failure(self.policy, s, now, retry_after=retry_after, reason=reason)
         )
 
     async def success(self, key: str) -> None:
+        self._trials.pop(key, None)
         state = self.state(key)
         if state.status is Status.CLOSED and not state.failures:
             return  # the common case: nothing to write

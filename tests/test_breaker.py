@@ -117,8 +117,7 @@ async def test_board_gives_the_half_open_trial_to_one_instance_only() -> None:
     await b.sync()
     clock.advance(31)
     results = [await a.allow(key), await b.allow(key), await a.allow(key)]
-    assert results.count(True) == 2  # a holds the trial (asks twice), b is refused
-    assert results[1] is False
+    assert results == [True, False, False]  # one trial request, from a, until it is reported
     await a.success(key)
     await b.sync()
     assert await b.allow(key)
@@ -130,6 +129,19 @@ class _BrokenStore(EmbeddedBreakerStore):
 
     async def load_all(self):  # type: ignore[no-untyped-def]
         raise StoreUnavailable("down")
+
+
+async def test_an_unreported_trial_is_offered_again_after_its_lease() -> None:
+    clock = ManualClock(1000.0)
+    board = BreakerBoard(POLICY, EmbeddedBreakerStore(), clock, "a")
+    key = BreakerBoard.key("be1", "chat")
+    for _ in range(3):
+        await board.failure(key, retry_after=None, reason="500")
+    clock.advance(31)
+    assert await board.allow(key)
+    assert not await board.allow(key)
+    clock.advance(POLICY.trial_timeout_seconds)
+    assert await board.allow(key)
 
 
 async def test_board_falls_back_to_local_state_when_the_store_is_down() -> None:

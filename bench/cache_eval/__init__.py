@@ -1,0 +1,1 @@
+"""The semantic cache evaluation set and the threshold curve drawn from it."""
