@@ -59,7 +59,12 @@ def azure(gw: GatewayServer) -> AzureOpenAI:
 
 
 def raw(
-    gw: GatewayServer, path: str, *, method: str = "POST", body: bytes | None = None, headers: dict[str, str] | None = None
+    gw: GatewayServer,
+    path: str,
+    *,
+    method: str = "POST",
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], dict[str, Any]]:
     request = urllib.request.Request(gw.url + path, data=body, method=method, headers=headers or {})
     try:
@@ -76,7 +81,9 @@ def calls(sim: SimulatorThread) -> int:
 # --- the happy paths ------------------------------------------------------------------------
 
 
-def test_chat_through_both_sdk_shapes(sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]) -> None:
+def test_chat_through_both_sdk_shapes(
+    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+) -> None:
     sim = sims("a")
     gw = start([backend("a", sim.url)])
     response = azure(gw).chat.completions.with_raw_response.create(model="chat", messages=MESSAGES)
@@ -192,9 +199,12 @@ def test_throttled_backend_is_not_called_again_before_its_retry_after(
     assert calls(busy) == 1
     clock.advance(29)
     for _ in range(3):
-        assert client.chat.completions.with_raw_response.create(model="chat", messages=MESSAGES).headers[
-            "x-gateway-backend"
-        ] == "spare"
+        assert (
+            client.chat.completions.with_raw_response.create(model="chat", messages=MESSAGES).headers[
+                "x-gateway-backend"
+            ]
+            == "spare"
+        )
     assert calls(busy) == 1  # still cooling down
     clock.advance(2)
     again = client.chat.completions.with_raw_response.create(model="chat", messages=MESSAGES)
@@ -257,9 +267,11 @@ def test_breaker_opens_then_half_opens_and_closes(
     client = azure(gw)
 
     def served_by() -> str:
-        return str(client.chat.completions.with_raw_response.create(model="chat", messages=MESSAGES).headers[
-            "x-gateway-backend"
-        ])
+        return str(
+            client.chat.completions.with_raw_response.create(model="chat", messages=MESSAGES).headers[
+                "x-gateway-backend"
+            ]
+        )
 
     assert [served_by(), served_by()] == ["spare", "spare"]  # two failures on flaky: its breaker opens
     status, _, report = raw(gw, "/gateway/admin/backends", method="GET", headers={"x-admin-key": ADMIN})
@@ -284,10 +296,14 @@ def test_backend_failing_mid_stream_ends_the_stream_with_an_error(
     sim = sims("a")
     sim.set_faults(drop_mid_stream_after=3)
     gw = start([backend("a", sim.url)])
+    stream = azure(gw).chat.completions.create(model="chat", messages=MESSAGES, stream=True, max_tokens=20)
     received = []
-    with pytest.raises(openai.APIError, match="failed while streaming|ended the stream"):
-        for chunk in azure(gw).chat.completions.create(model="chat", messages=MESSAGES, stream=True, max_tokens=20):
-            received.append(chunk)
+
+    def drain() -> None:
+        received.extend(stream)
+
+    with pytest.raises(openai.APIError, match=r"failed while streaming|ended the stream"):
+        drain()
     assert received  # the first events arrived before the failure
 
 
@@ -316,8 +332,14 @@ AUTH = {"api-key": KEY, "content-type": "application/json"}
         (CHAT_PATH, "POST", b"{not json", AUTH, 400, "invalid_json"),
         (CHAT_PATH, "POST", b"[1, 2]", AUTH, 400, "invalid_json"),
         (CHAT_PATH, "POST", b'{"messages": []}', AUTH, 400, "invalid_request"),
-        (CHAT_PATH, "POST", b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": -1}', AUTH, 400,
-         "invalid_request"),
+        (
+            CHAT_PATH,
+            "POST",
+            b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": -1}',
+            AUTH,
+            400,
+            "invalid_request",
+        ),
         ("/v1/chat/completions", "POST", GOOD, AUTH, 400, "invalid_request"),  # no model
         ("/openai/deployments/nope/chat/completions", "POST", GOOD, AUTH, 404, "DeploymentNotFound"),
         (CHAT_PATH, "POST", b'{"pad": "' + b"x" * 5000 + b'"}', AUTH, 413, "payload_too_large"),
@@ -329,7 +351,7 @@ AUTH = {"api-key": KEY, "content-type": "application/json"}
         ("/openai/nothing/here", "POST", GOOD, AUTH, 404, "route_not_found"),
         ("/favicon.ico", "GET", None, {}, 404, "route_not_found"),
         ("/gateway/admin/subscriptions", "GET", None, {}, 401, "invalid_admin_key"),
-    ],  # fmt: skip
+    ],
 )
 def test_bad_input_gets_an_openai_error_envelope(
     sims: Callable[..., SimulatorThread],

@@ -1,0 +1,287 @@
+"""The cache end to end: the real `openai` SDK over HTTP to the gateway host, simulator backends, the real local model.
+
+Each test starts a gateway (the local Functions host in a thread) in front of
+one simulator and reads what a caller would: the answer, the `x-cache` and
+`x-cache-similarity` headers, and what reached the backend.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+import pytest
+from openai import AzureOpenAI
+
+from shared import minilm
+from shared.admin import SubscriptionAdmin
+from shared.clock import SYSTEM_CLOCK, Clock, ManualClock
+from shared.gateway import Gateway
+from shared.meter import Outcome, RequestRecord
+from shared.ratelimit import Admission, NoLimits
+from simulator import SimulatorConfig, SimulatorThread
+from tests.fixtures.servers import GatewayServer, settings_for
+
+ALICE, BOB = "alice-subscription-key", "bob-subscription-key"
+API_VERSION = "2024-10-21"
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimulatorThread]:
+    config = SimulatorConfig(name="sim-cache", deployments=("chat", "embed"), api_key="sim-key")
+    with SimulatorThread(config, embedder=minilm.embed_texts) as running:
+        minilm.embed(["load the model once for the module"])
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def fresh_simulator(sim: SimulatorThread) -> None:
+    sim.reset()
+    sim.clear_requests()
+
+
+class CountingLimiter(NoLimits):
+    """No limits, but a record of what the pipeline charged: one request per admit, tokens per settle."""
+
+    def __init__(self) -> None:
+        self.admitted = 0
+        self.settled: list[int] = []
+
+    async def admit(self, caller: Any, call: Any) -> Admission:
+        self.admitted += 1
+        return Admission(caller, 100)
+
+    async def settle(self, admission: Admission, used_tokens: int) -> None:
+        self.settled.append(used_tokens)
+        admission.settled = True
+
+
+@dataclass
+class Stack:
+    server: GatewayServer
+    sim: SimulatorThread
+    limiter: CountingLimiter
+    records: list[RequestRecord]
+
+    @property
+    def gateway(self) -> Gateway:
+        assert self.server.gateway is not None
+        return self.server.gateway
+
+    def client(self, key: str = ALICE) -> AzureOpenAI:
+        return AzureOpenAI(azure_endpoint=self.server.url, api_key=key, api_version=API_VERSION, max_retries=0)
+
+    def ask(self, question: str, key: str = ALICE, **kwargs: Any) -> tuple[str, dict[str, str], Any]:
+        """(x-cache, headers, completion) of one non-streamed question."""
+        raw = self.client(key).chat.completions.with_raw_response.create(
+            model="chat", messages=[{"role": "user", "content": question}], **kwargs
+        )
+        self.flush()
+        return raw.headers.get("x-cache", "-"), dict(raw.headers), raw.parse()
+
+    def flush(self) -> None:
+        """Wait for the cache's background writes, so the next request sees what this one stored."""
+        if self.gateway.cache is not None:
+            self.server.run(self.gateway.cache.flush())
+
+    def backend_chats(self) -> int:
+        return sum(1 for r in self.sim.requests() if str(r["path"]).endswith("/chat/completions"))
+
+
+@pytest.fixture
+def stack(gateway_server: Callable[..., GatewayServer], sim: SimulatorThread) -> Callable[..., Stack]:
+    def start(clock: Clock = SYSTEM_CLOCK, **cache: Any) -> Stack:
+        backends = [{"name": "sim", "endpoint": sim.url, "deployments": ["chat", "embed"]}]
+        settings = settings_for(backends, GATEWAY_CACHE=json.dumps({"deployments": ["chat"], **cache}))
+        limiter = CountingLimiter()
+        records: list[RequestRecord] = []
+
+        def make() -> Gateway:
+            gw = Gateway(settings, clock=clock, limiter=limiter)
+            finish = gw.meter.finish
+
+            async def recording(record: RequestRecord, admission: Admission | None) -> None:
+                records.append(record)
+                await finish(record, admission)
+
+            gw.meter.finish = recording  # type: ignore[method-assign]
+            return gw
+
+        server = gateway_server(make)
+        admin = SubscriptionAdmin(server.gateway.stores.subscriptions)
+        server.run(admin.create({"name": "alice"}, primary_key=ALICE))
+        server.run(admin.create({"name": "bob"}, primary_key=BOB))
+        return Stack(server, sim, limiter, records)
+
+    return start
+
+
+def test_a_repeated_question_is_an_exact_hit_that_reaches_no_backend(stack: Callable[..., Stack]) -> None:
+    s = stack()
+    first, _, miss = s.ask("What is the capital of France?")
+    second, headers, hit = s.ask("What is the capital of France?")
+    assert (first, second) == ("MISS", "HIT")
+    assert "x-cache-similarity" not in headers
+    assert hit.choices[0].message.content == miss.choices[0].message.content
+    assert hit.id != miss.id
+    assert hit.usage is not None
+    assert hit.usage.total_tokens == 0
+    assert s.backend_chats() == 1
+
+
+def test_a_hit_counts_as_a_request_not_as_tokens_and_records_what_it_saved(stack: Callable[..., Stack]) -> None:
+    s = stack()
+    _, _, miss = s.ask("What is the capital of Norway?")
+    s.ask("What is the capital of Norway?")
+    assert s.limiter.admitted == 2  # both count against requests per minute
+    assert s.limiter.settled[1] == 0  # the hit settles its reservation at zero tokens
+    assert s.records[1].outcome is Outcome.CACHE_HIT
+    assert s.records[1].cache == "HIT"
+    assert s.records[1].tokens_saved == miss.usage.total_tokens > 0
+    assert s.records[0].cache == "MISS"
+
+
+def test_a_paraphrase_is_a_semantic_hit_with_its_similarity(stack: Callable[..., Stack]) -> None:
+    s = stack()
+    _, _, original = s.ask("What is the difference between TCP and UDP?")
+    state, headers, hit = s.ask("What's the difference between TCP and UDP?")
+    assert state == "HIT"
+    similarity = float(headers["x-cache-similarity"])
+    assert s.gateway.cache is not None
+    assert s.gateway.cache.config.similarity_threshold <= similarity <= 1.0
+    assert hit.choices[0].message.content == original.choices[0].message.content
+    assert s.backend_chats() == 1
+
+
+def test_the_guard_turns_away_a_near_miss_the_embedding_scores_high(stack: Callable[..., Stack]) -> None:
+    s = stack()
+    stored, changed = "What was the population of Norway in 2019?", "What was the population of Norway in 2021?"
+    vectors = minilm.embed([stored, changed])
+    assert s.gateway.cache is not None
+    # The trap is real: the model alone would call these the same question.
+    assert float(vectors[0] @ vectors[1]) >= s.gateway.cache.config.similarity_threshold
+    s.ask(stored)
+    state, headers, _ = s.ask(changed)
+    assert state == "MISS"
+    assert "x-cache-similarity" not in headers
+    assert s.gateway.cache.stats.guard_rejections == 1
+    assert s.backend_chats() == 2
+
+
+def test_a_streamed_hit_is_replayed_and_the_sdk_reads_it(stack: Callable[..., Stack]) -> None:
+    s = stack()
+    _, _, original = s.ask("Name three primary colours.")
+    raw = s.client().chat.completions.with_raw_response.create(
+        model="chat",
+        messages=[{"role": "user", "content": "Name three primary colours."}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    assert raw.headers["x-cache"] == "HIT"
+    assert raw.headers["content-type"].startswith("text/event-stream")
+    chunks = list(raw.parse())
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == original.choices[0].message.content
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.total_tokens == 0
+    assert s.backend_chats() == 1
+
+
+def test_a_streamed_miss_is_stored_when_it_completes_then_served(stack: Callable[..., Stack]) -> None:
+    s = stack()
+    raw = s.client().chat.completions.with_raw_response.create(
+        model="chat", messages=[{"role": "user", "content": "Tell me about tides."}], stream=True
+    )
+    assert raw.headers["x-cache"] == "MISS"
+    streamed = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+    s.flush()
+    state, _, hit = s.ask("Tell me about tides.")
+    assert state == "HIT"
+    assert hit.choices[0].message.content == streamed
+    assert s.records[-1].tokens_saved > 0  # the stream's own usage, asked of the backend by the gateway
+    assert s.backend_chats() == 1
+
+
+def test_cache_control_no_cache_and_no_store_bypass_the_cache(stack: Callable[..., Stack]) -> None:
+    s = stack()
+    s.ask("What is 2 + 2?")
+    for header in ("no-cache", "no-store"):
+        state, _, _ = s.ask("What is 2 + 2?", extra_headers={"Cache-Control": header})
+        assert state == "BYPASS"
+    assert s.backend_chats() == 3
+    state, _, _ = s.ask("What is 7 + 1?", extra_headers={"Cache-Control": "no-store"})
+    assert state == "BYPASS"
+    assert s.ask("What is 7 + 1?")[0] == "MISS"  # the bypassed answer was not stored
+
+
+def test_max_age_zero_forces_a_fresh_answer_that_then_serves(stack: Callable[..., Stack]) -> None:
+    s = stack()
+    s.ask("Any news today?")
+    assert s.ask("Any news today?", extra_headers={"Cache-Control": "max-age=0"})[0] == "MISS"
+    assert s.ask("Any news today?")[0] == "HIT"
+    assert s.backend_chats() == 2
+
+
+def test_errors_content_filtered_and_truncated_answers_are_never_cached(stack: Callable[..., Stack]) -> None:
+    s = stack()
+    # A prompt the backend's content filter blocks: a 400 the caller sees, twice, never from the cache.
+    for _ in range(2):
+        with pytest.raises(openai.BadRequestError):
+            s.ask("Please write [[content_filter]] about it.")
+    # A truncated answer (max_tokens reached: finish_reason "length"), unary and streamed.
+    assert s.ask("Write a long essay.", max_tokens=3)[0] == "MISS"
+    assert s.ask("Write a long essay.", max_tokens=3)[0] == "MISS"
+    for _ in range(2):
+        stream = s.client().chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "Write a long poem."}], max_tokens=3, stream=True
+        )
+        assert [c.choices[0].finish_reason for c in stream if c.choices][-1] == "length"
+        s.flush()
+    assert s.ask("Write a long poem.", max_tokens=3)[0] == "MISS"
+    # A backend failure: the caller gets an error, and the next identical request still reaches a backend.
+    s.sim.set_faults(error_rate=1.0, error_status=500, count=1)
+    with pytest.raises(openai.APIStatusError):
+        s.ask("Is the service up?")
+    assert s.ask("Is the service up?")[0] == "MISS"
+    assert s.gateway.cache is not None
+    assert s.gateway.cache.stats.stored == 1  # only the last, complete answer
+    assert s.backend_chats() == 9  # every request above reached the backend
+
+
+def test_one_subscription_never_gets_anothers_answer(stack: Callable[..., Stack]) -> None:
+    s = stack()
+    assert s.ask("What is our quarterly revenue?", key=ALICE)[0] == "MISS"
+    assert s.ask("What is our quarterly revenue?", key=BOB)[0] == "MISS"
+    assert s.ask("What is our quarterly revenue?", key=BOB)[0] == "HIT"
+    assert s.backend_chats() == 2
+
+
+def test_a_shared_scope_serves_every_subscription(stack: Callable[..., Stack]) -> None:
+    s = stack(scope="shared")
+    s.ask("What is the tallest mountain?", key=ALICE)
+    assert s.ask("What is the tallest mountain?", key=BOB)[0] == "HIT"
+
+
+def test_entries_expire_after_the_ttl(stack: Callable[..., Stack]) -> None:
+    clock = ManualClock()
+    s = stack(clock=clock, ttl_seconds=60)
+    s.ask("What day comes after Monday?")
+    clock.advance(59)
+    assert s.ask("What day comes after Monday?")[0] == "HIT"
+    clock.advance(2)
+    assert s.ask("What day comes after Monday?")[0] == "MISS"
+    assert s.backend_chats() == 2
+
+
+def test_the_pool_embedder_goes_through_the_proxy_to_an_embedding_deployment(stack: Callable[..., Stack]) -> None:
+    s = stack(embedder="embed", dimensions=384)
+    s.ask("How do I undo the last git commit?")
+    state, headers, _ = s.ask("How can I undo my last git commit?")
+    assert state == "HIT"
+    assert float(headers["x-cache-similarity"]) > 0.9
+    embeddings = [r for r in s.sim.requests() if str(r["path"]).endswith("/embeddings")]
+    assert len(embeddings) == 2  # one per semantic lookup; the chat answer was stored with the first vector
