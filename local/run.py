@@ -76,7 +76,9 @@ def start_simulators(sim_key: str) -> tuple[list[subprocess.Popen[bytes]], list[
             "local",
             *extra,
         ]
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL)
+        # One BLAS thread: the local embedder is faster on small matrices without a thread pool.
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, env=env)
         procs.append(proc)
         _wait_for(port, proc, name)
         backends.append(

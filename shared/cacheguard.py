@@ -139,6 +139,10 @@ _SMALL = {
     "seventy": 70,
     "eighty": 80,
     "ninety": 90,
+    # Multiplicative adverbs ask a different question than the bare verb ("reset it twice"); "once" is left
+    # out because it mostly means "after" ("once installed, ...").
+    "twice": 2,
+    "thrice": 3,
 }
 _MULTIPLIERS = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9, "trillion": 10**12}
 _NUMBER_WORDS = frozenset([*_SMALL, *_MULTIPLIERS, "dozen"])

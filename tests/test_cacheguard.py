@@ -309,3 +309,10 @@ def test_long_prompts_are_checked_in_full_but_not_memoised() -> None:
     assert check(long, long + " And Paris.") == Verdict(False, ENTITY)
     assert check(long, long.replace("limits", "limit")) == Verdict(True, None)
     assert cacheguard._analyse.cache_info().currsize == before
+
+
+def test_twice_is_a_number() -> None:
+    from shared.cacheguard import check
+
+    assert check("How do I reset my password twice?", "How do I reset my password?").reason == "number"
+    assert check("Run the job twice a day", "Run the job two times a day").ok
