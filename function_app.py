@@ -11,7 +11,10 @@ the gateway's admin API lives under `/gateway/admin/`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import signal
 from collections.abc import Awaitable, Callable
 
 import azure.functions as func
@@ -67,6 +70,8 @@ async def _serve(req: Request, entry_name: str) -> Response:
         from shared.http import ENTRIES  # noqa: PLC0415
 
         gateway = await get_gateway()
+        if gateway.settings.running_in_azure and not _exit_flush_installed:
+            _install_exit_flush()
         limit = min(gateway.settings.max_body_bytes, _MAX_BODY_CEILING)
         body = await _read_body(req, limit) if req.method not in ("GET", "HEAD") else b""
         request = GatewayRequest(
@@ -90,6 +95,41 @@ async def _serve(req: Request, entry_name: str) -> Response:
         return _error(GatewayError("The gateway failed to handle this request."), request_id)
 
 
+_exit_flush_installed = False
+_exit_tasks: set[asyncio.Task[None]] = set()
+_EXIT_FLUSH_SECONDS = 8.0
+
+
+def _install_exit_flush() -> None:
+    """Write the usage ledger and the last metrics before the worker ends.
+
+    The Functions host ends the Python worker with SIGTERM and the worker offers
+    no shutdown hook (azure-functions-python-worker#1521), so the gateway
+    closes itself on that signal, then ends the way SIGTERM would have.
+    """
+    global _exit_flush_installed  # noqa: PLW0603 - once per worker
+    _exit_flush_installed = True
+    loop = asyncio.get_running_loop()
+
+    async def close_then_exit() -> None:
+        from shared.gateway import close_gateways  # noqa: PLC0415
+
+        try:
+            async with asyncio.timeout(_EXIT_FLUSH_SECONDS):
+                await close_gateways()
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_sigterm() -> None:
+        _exit_tasks.add(loop.create_task(close_then_exit()))  # held: the loop keeps only weak references
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    except (NotImplementedError, RuntimeError, ValueError) as exc:  # not the main thread, or not a Unix loop
+        log.warning("usage ledger will not be flushed at exit: %s", exc)
+
+
 @app.route(route="openai/{*path}", methods=ALL_METHODS)
 async def openai_azure_shape(req: Request) -> Response:
     return await _serve(req, "proxy")
@@ -105,6 +145,22 @@ async def health(req: Request) -> Response:
     return await _serve(req, "health")
 
 
+@app.route(route="usage", methods=["GET"])
+async def usage(req: Request) -> Response:
+    return await _serve(req, "usage")
+
+
+@app.route(route="metrics", methods=["GET"])
+async def metrics(req: Request) -> Response:
+    return await _serve(req, "metrics")
+
+
+# More specific than the admin API's catch-all, so the host routes it here.
+@app.route(route="gateway/admin/usage", methods=["GET"])
+async def admin_usage(req: Request) -> Response:
+    return await _serve(req, "admin_usage")
+
+
 @app.route(route="gateway/admin/{*path}", methods=ALL_METHODS)
 async def admin(req: Request) -> Response:
     return await _serve(req, "admin")
@@ -117,7 +173,7 @@ async def probe_backends(timer: func.TimerRequest) -> None:
 
     install_filter()
     gateway = await get_gateway()
-    await probe_all(gateway)
+    gateway.telemetry.record_probes(await probe_all(gateway))
 
 
 # Registered last and least specific: any other path gets a 404 in the OpenAI envelope, not the host's bare one.

@@ -17,6 +17,7 @@ Command line: `python -m shared.admin --help` (`shared.cli`), directly on the st
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import secrets
@@ -235,12 +236,10 @@ async def ensure_demo_subscription(gateway: Gateway, key: str) -> None:
         return
     # A fixed id per key: instances starting together on shared storage create it once, not once each.
     demo_id = "sub-demo-" + hash_key(key)[:12]
-    try:
+    with contextlib.suppress(ValueError):  # another instance created it a moment ago
         await SubscriptionAdmin(gateway.stores.subscriptions).create(
             {"name": "demo"}, primary_key=key, subscription_id=demo_id
         )
-    except ValueError:
-        pass  # another instance created it a moment ago
 
 
 def stats_report(gateway: Gateway) -> dict[str, Any]:

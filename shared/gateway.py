@@ -19,14 +19,18 @@ from shared.backendauth import credentials_for
 from shared.breaker import BreakerBoard
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.config import Settings, get_settings
+from shared.ledger import Ledger, ledger_store_for
 from shared.meter import Meter
 from shared.proxy import Proxy
-from shared.ratelimit import Limiter, NoLimits
+from shared.ratelimit import Limiter, SharedLimiter
 from shared.routing import Router
 from shared.stores.factory import Stores, build_stores
+from shared.telemetry import Telemetry
 
 if TYPE_CHECKING:
     import aiohttp
+
+    from shared.cache import Cache
 
 log = logging.getLogger("gateway")
 
@@ -45,7 +49,7 @@ class Gateway:
         self.clock = clock
         self.instance_id = instance_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._session: aiohttp.ClientSession | None = None
-        self.stores = stores or build_stores(settings, clock)
+        self.stores = stores or build_stores(settings, session=self.session)
         self.authenticator = Authenticator(self.stores.subscriptions, clock, cache_seconds=settings.key_cache_seconds)
         self.breakers = BreakerBoard(
             settings.breaker,
@@ -65,8 +69,30 @@ class Gateway:
             max_attempts=settings.max_attempts,
             default_throttle_seconds=settings.default_throttle_seconds,
         )
-        self.limiter: Limiter = limiter or NoLimits()
-        self.meter = Meter(self.limiter)
+        self.limiter: Limiter = limiter or SharedLimiter(
+            self.stores.counters,
+            clock,
+            window_seconds=settings.rate_window_seconds,
+            default_completion_tokens=settings.default_completion_tokens,
+            fail_closed=settings.limits_fail_closed,
+        )
+        self.telemetry = Telemetry(settings, instance_id=self.instance_id, breakers=self.breakers)
+        self.ledger = Ledger(
+            ledger_store_for(self.stores),
+            clock,
+            writer=self.instance_id,
+            prices=settings.prices,
+            deployments=settings.deployments,
+            flush_seconds=settings.ledger_flush_seconds,
+        )
+        # With nothing to export metrics to, the meter skips telemetry altogether.
+        self.meter = Meter(self.limiter, self.telemetry if self.telemetry.enabled else None, self.ledger)
+        self.cache: Cache | None = None
+        if settings.cache is not None:
+            from shared.cache import build_cache  # noqa: PLC0415 - the cache's modules load only when it is on
+
+            # Cheap: parses GATEWAY_CACHE (problems reported now); the model and Cosmos load on first use.
+            self.cache = build_cache(settings, self.proxy, self.session, clock)
 
     async def session(self) -> aiohttp.ClientSession:
         """The worker's one HTTP session, created inside the running loop on first use."""
@@ -85,6 +111,10 @@ class Gateway:
             await ensure_demo_subscription(self, self.settings.demo_key)
 
     async def close(self) -> None:
+        await self.ledger.close()  # before the session and stores it writes through
+        await asyncio.to_thread(self.telemetry.shutdown)  # the last export blocks on HTTP
+        if self.cache is not None:
+            await self.cache.close()
         if self._session is not None:
             await self._session.close()
         for credential in set(self.credentials.values()):

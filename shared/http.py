@@ -1,13 +1,16 @@
-"""The gateway's HTTP entries by name, as `function_app.py` calls them, and the health answer."""
+"""The gateway's HTTP entries by name, as `function_app.py` calls them, and the health and metrics answers."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
 
-from shared import admin, pipeline
+from shared import admin, pipeline, usage
+from shared.errors import GatewayError, NotFound
 from shared.gateway import Gateway
 from shared.models import GatewayRequest, GatewayResponse
+
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 async def health(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
@@ -20,8 +23,24 @@ async def health(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
     )
 
 
+async def metrics(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
+    """`GET /metrics`: this instance's metrics as Prometheus text, behind the admin key."""
+    try:
+        usage.require_admin(gateway, request)
+        if not gateway.settings.metrics_endpoint:
+            raise NotFound("Metrics are not collected here: set GATEWAY_METRICS_ENDPOINT=true.", code="metrics_off")
+    except GatewayError as exc:
+        headers = {"content-type": "application/json", "x-request-id": request.request_id, **exc.headers}
+        return GatewayResponse(exc.status, headers, exc.body())
+    body = gateway.telemetry.prometheus().encode()
+    return GatewayResponse(200, {"content-type": PROMETHEUS_TEXT, "x-request-id": request.request_id}, body)
+
+
 ENTRIES: dict[str, Callable[[Gateway, GatewayRequest], Awaitable[GatewayResponse]]] = {
     "proxy": pipeline.handle,
     "health": health,
     "admin": admin.handle,
+    "usage": usage.handle_subscription,
+    "admin_usage": usage.handle_admin,
+    "metrics": metrics,
 }

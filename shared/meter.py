@@ -6,13 +6,16 @@ succeeded, failed, was served from the cache, or its stream was cut.
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from shared.models import Caller, Usage
 from shared.ratelimit import Admission, Limiter
+from shared.telemetry import INERT, RequestTrace
 
 log = logging.getLogger("gateway.request")
 
@@ -46,7 +49,19 @@ class RequestRecord:
     attempts: list[tuple[str, str, float]] = field(default_factory=list)  # (backend, outcome, seconds)
     seconds: float = 0.0
     backend_seconds: float = 0.0
+    ready_seconds: float = 0.0  # until the response, or a stream's first event, was ready (0: same as seconds)
     error: str | None = None
+    trace: RequestTrace = INERT
+    prompt: str | None = None  # set only when GATEWAY_LOG_PROMPTS is on
+
+
+PROMPT_LOG_CHARS = 4096
+
+
+def prompt_of(body: Mapping[str, Any]) -> str:
+    """The prompt as logged when GATEWAY_LOG_PROMPTS is on: the messages (or embedding input) as JSON, cut short."""
+    text = json.dumps(body.get("messages", body.get("input")), ensure_ascii=False, separators=(",", ":"))
+    return text if len(text) <= PROMPT_LOG_CHARS else text[:PROMPT_LOG_CHARS] + "..."
 
 
 class Telemetry(Protocol):
@@ -74,7 +89,7 @@ class Meter:
         usage = record.usage or Usage()
         log.info(
             "%s %s status=%d outcome=%s subscription=%s deployment=%s backend=%s attempts=%d "
-            "prompt_tokens=%d completion_tokens=%d cache=%s stream=%s ms=%.1f backend_ms=%.1f%s",
+            "prompt_tokens=%d completion_tokens=%d cache=%s stream=%s ms=%.1f backend_ms=%.1f%s%s%s",
             record.operation,
             "stream" if record.streamed else "unary",
             record.status,
@@ -90,4 +105,6 @@ class Meter:
             record.seconds * 1000,
             record.backend_seconds * 1000,
             f" error={record.error!r}" if record.error else "",
+            f" trace={record.trace.trace_id}" if record.trace.trace_id else "",
+            f" prompt={record.prompt}" if record.prompt is not None else "",
         )

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared import api
 from shared.errors import (
@@ -27,10 +27,13 @@ from shared.errors import (
 )
 from shared.gateway import Gateway
 from shared.logs import request_id_var
-from shared.meter import Outcome, RequestRecord
+from shared.meter import Outcome, RequestRecord, prompt_of
 from shared.models import GatewayRequest, GatewayResponse, Usage
-from shared.proxy import BackendCall, ProxyResult
+from shared.proxy import Attempt, BackendCall, ProxyResult
 from shared.ratelimit import Admission
+
+if TYPE_CHECKING:
+    from shared.cache import StreamRecorder
 
 log = logging.getLogger("gateway.pipeline")
 
@@ -74,15 +77,20 @@ def error_response(exc: GatewayError, request_id: str, extra: dict[str, str] | N
 async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
     request_id_var.set(request.request_id)
     started = time.perf_counter()
-    record = RequestRecord(request.request_id, operation="unknown")
+    trace = gw.telemetry.start(request)
+    record = RequestRecord(request.request_id, operation="unknown", trace=trace)
     admission: Admission | None = None
+    tried: list[Attempt] = []
     try:
         operation, deployment = api.route(request)
         record.operation = operation.value
-        caller = await gw.authenticator.authenticate(request.headers)
+        with trace.stage("auth"):
+            caller = await gw.authenticator.authenticate(request.headers)
         record.caller = caller
         call = api.parse(request, operation, deployment, gw.settings.max_body_bytes)
         record.deployment, record.streamed = call.deployment, call.stream
+        if gw.settings.log_prompts:
+            record.prompt = prompt_of(call.body)
         if not gw.router.knows(call.deployment):
             raise NotFound(f"The deployment '{call.deployment}' does not exist.", code="DeploymentNotFound")
         if not caller.may_use(call.deployment):
@@ -90,7 +98,17 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
                 f"This subscription may not use the deployment '{call.deployment}'.",
                 code="deployment_not_allowed",
             )
-        admission = await gw.limiter.admit(caller, call)
+        with trace.stage("limits"):
+            admission = await gw.limiter.admit(caller, call)
+        with trace.stage("cache"):
+            lookup = await gw.cache.lookup(caller, call, request.headers) if gw.cache is not None else None
+        if lookup is not None and lookup.hit and gw.cache is not None:
+            # Counted as a request (RPM) but settled with no tokens (TPM): nothing reached a backend.
+            record.cache, record.status, record.outcome = lookup.state, 200, Outcome.CACHE_HIT
+            record.tokens_saved = lookup.tokens_saved
+            record.seconds = time.perf_counter() - started
+            await gw.meter.finish(record, admission)
+            return gw.cache.respond(lookup, call, {**admission.headers, "x-request-id": request.request_id})
         result = await gw.proxy.forward(
             BackendCall(
                 deployment=call.deployment,
@@ -101,10 +119,12 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
                 request_id=request.request_id,
                 api_version=call.api_version,
                 client_headers=request.headers,
-            )
+            ),
+            tried,
         )
     except GatewayError as exc:
         record.status, record.outcome, record.error = exc.status, _outcome_of(exc), exc.code
+        record.attempts = [(a.backend, a.outcome, a.seconds) for a in tried]
         record.seconds = time.perf_counter() - started
         await gw.meter.finish(record, admission)
         return error_response(exc, request.request_id, admission.headers if admission else None)
@@ -118,28 +138,46 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
         "x-request-id": request.request_id,
         "x-gateway-backend": result.backend,
     }
+    if lookup is not None:
+        record.cache = lookup.state
+        headers.update(lookup.headers)
     if result.stream is None:
         record.usage = _usage_from_body(result.body) if result.status == 200 else None
         record.outcome = Outcome.SUCCESS if result.status < 400 else Outcome.CLIENT_ERROR
         record.backend_seconds = result.backend_seconds
         record.seconds = time.perf_counter() - started
         await gw.meter.finish(record, admission)
+        if gw.cache is not None and lookup is not None:
+            gw.cache.save(lookup, result.status, result.body)
         return GatewayResponse(result.status, headers, result.body)
     headers["cache-control"] = "no-cache"
-    return GatewayResponse(200, headers, stream=_metered(gw, result, record, admission, started))
+    recorder = gw.cache.recorder(lookup) if gw.cache is not None else None
+    record.ready_seconds = time.perf_counter() - started  # the first event is here: the rest is the backend's pace
+    return GatewayResponse(200, headers, stream=_metered(gw, result, record, admission, started, recorder=recorder))
 
 
 async def _metered(
-    gw: Gateway, result: ProxyResult, record: RequestRecord, admission: Admission, started: float
+    gw: Gateway,
+    result: ProxyResult,
+    record: RequestRecord,
+    admission: Admission,
+    started: float,
+    *,
+    recorder: StreamRecorder | None = None,
 ) -> AsyncIterator[bytes]:
     stream = result.stream
     if stream is None:
         return
     finished = False
     try:
-        async for chunk in stream:
-            yield chunk
+        with record.trace.stage("stream"):
+            async for chunk in stream:
+                if recorder is not None:
+                    recorder.feed(chunk)
+                yield chunk
         finished = True
+        if recorder is not None and result.stream_completed and not result.stream_error:
+            recorder.complete(result.usage)
     finally:
         # Close and settle in a task of its own: a disconnected client's task may be cancelled
         # again at any await, and the backend connection must be closed all the same.

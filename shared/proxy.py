@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from shared import telemetry
 from shared.backendauth import BackendCredential
 from shared.breaker import BreakerBoard
 from shared.clock import Clock
@@ -102,8 +103,9 @@ class Proxy:
         self._max_attempts = max_attempts
         self._default_throttle = default_throttle_seconds
 
-    async def forward(self, call: BackendCall) -> ProxyResult:
-        attempts: list[Attempt] = []
+    async def forward(self, call: BackendCall, attempts: list[Attempt] | None = None) -> ProxyResult:
+        """Send `call`, failing over as needed; `attempts`, if given, also receives the failed tries (for the meter)."""
+        attempts = [] if attempts is None else attempts
         tried: set[str] = set()
         throttled_for: list[float] = []
         failures: list[str] = []
@@ -115,13 +117,18 @@ class Proxy:
                 break
             tried.add(choice.backend.name)
             started = time.perf_counter()
+            span = telemetry.current().attempt(
+                choice.backend.name, call.deployment, call.operation, choice.backend.endpoint
+            )
             try:
-                result = await self._attempt(choice, call)
+                result = await self._attempt(choice, call, span.headers)
             except _AttemptFailed as failed:
+                span.end(failed.outcome)
                 seconds = time.perf_counter() - started
                 attempts.append(Attempt(choice.backend.name, failed.outcome, seconds))
                 await self._after_failure(choice, call.deployment, failed, throttled_for, failures)
                 continue
+            span.end(str(result.status))
             result.attempts = [
                 *attempts,
                 Attempt(choice.backend.name, str(result.status), result.backend_seconds),
@@ -172,11 +179,12 @@ class Proxy:
         headers = retry_after_headers(min(waits)) if waits else {}
         return NoBackendAvailable(f"No backend could serve deployment '{deployment}' ({detail}).", headers=headers)
 
-    async def _attempt(self, choice: Candidate, call: BackendCall) -> ProxyResult:
+    async def _attempt(self, choice: Candidate, call: BackendCall, trace_headers: Mapping[str, str]) -> ProxyResult:
         backend = choice.backend
         url = f"{backend.endpoint}/openai/deployments/{choice.deployment}/{call.operation}"
         headers = {k: v for k in FORWARD_REQUEST_HEADERS if (v := call.client_headers.get(k))}
         headers.update(call.extra_headers)
+        headers.update(trace_headers)  # the attempt's W3C trace context
         headers["x-ms-client-request-id"] = call.request_id
         headers["content-type"] = "application/json"
         headers.update(await self._credentials[backend.name].headers())
