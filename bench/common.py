@@ -51,7 +51,7 @@ def process(args: list[str], port: int, env: dict[str, str] | None = None) -> It
         cwd=ROOT,
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,  # a pipe nobody reads would block a chatty process
     )
     try:
         wait_port(port, proc)
@@ -81,6 +81,7 @@ def gateway(backends: list[dict[str, object]], env: dict[str, str] | None = None
         "SIM_KEY": "bench-key",
         "GATEWAY_DEMO_KEY": "bench-subscription-key",
         "GATEWAY_PROBE_SCHEDULE": "0 0 0 1 1 *",  # effectively never during a run
+        "GATEWAY_METRICS_ENDPOINT": "true",  # metrics on: counted in process and served at /metrics
         **(env or {}),
     }
     with process(["-m", "local.host", "--port", str(port), "--log-level", "WARNING"], port, settings) as proc:

@@ -136,6 +136,7 @@ def main() -> None:
             json.dumps({"deployments": ["gpt-4o-mini"], "embedder": "local", "ttl_seconds": 3600}),
         )
         env.setdefault("GATEWAY_PROBE_SCHEDULE", "*/15 * * * * *")
+    env.setdefault("GATEWAY_METRICS_ENDPOINT", "true")  # Prometheus text at /metrics (admin key)
     env["GATEWAY_DEMO_KEY"] = env.get("GATEWAY_DEMO_KEY") or "gw-demo-" + secrets.token_urlsafe(24)
     env["GATEWAY_ADMIN_KEY"] = env.get("GATEWAY_ADMIN_KEY") or "admin-" + secrets.token_urlsafe(16)
     port = int(env.get("PORT") or 7071)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -146,7 +147,8 @@ class BreakerBoard:
         self._synced_at = float("-inf")
         self._sync_task: asyncio.Task[None] | None = None
         self.store_healthy = True
-        self.transitions: list[tuple[str, Status, Status]] = []  # drained by telemetry
+        # Drained by telemetry; bounded so a gateway without telemetry does not grow it forever.
+        self.transitions: deque[tuple[str, Status, Status]] = deque(maxlen=1000)
         self._trials: dict[str, float] = {}  # key -> lease end of the trial this instance has sent
 
     @staticmethod

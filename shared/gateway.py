@@ -115,6 +115,7 @@ class Gateway:
         await asyncio.to_thread(self.telemetry.shutdown)  # the last export blocks on HTTP
         if self.cache is not None:
             await self.cache.close()
+        await self.stores.close()  # after everything that writes through them, before their HTTP session
         if self._session is not None:
             await self._session.close()
         for credential in set(self.credentials.values()):
@@ -124,19 +125,16 @@ class Gateway:
 
 
 _gateways: dict[asyncio.AbstractEventLoop, Gateway] = {}
-_lock: asyncio.Lock | None = None
+_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}  # an asyncio.Lock belongs to one loop
 
 
 async def get_gateway() -> Gateway:
     """This worker's gateway, built on first use in the running loop."""
-    global _lock  # noqa: PLW0603 - one lazily built gateway per worker
     loop = asyncio.get_running_loop()
     gateway = _gateways.get(loop)
     if gateway is not None:
         return gateway
-    if _lock is None:
-        _lock = asyncio.Lock()
-    async with _lock:
+    async with _locks.setdefault(loop, asyncio.Lock()):
         gateway = _gateways.get(loop)
         if gateway is None:
             gateway = Gateway(get_settings())
@@ -158,6 +156,9 @@ def install(gateway: Gateway) -> None:
 
 
 async def close_gateways() -> None:
-    for gateway in list(_gateways.values()):
+    """Close the running loop's gateway (each loop closes its own: a gateway's sessions belong to its loop)."""
+    loop = asyncio.get_running_loop()
+    _locks.pop(loop, None)
+    gateway = _gateways.pop(loop, None)
+    if gateway is not None:
         await gateway.close()
-    _gateways.clear()

@@ -102,6 +102,8 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
             admission = await gw.limiter.admit(caller, call)
         with trace.stage("cache"):
             lookup = await gw.cache.lookup(caller, call, request.headers) if gw.cache is not None else None
+        if lookup is not None:
+            record.cache = lookup.state  # counted even when the backend then fails
         if lookup is not None and lookup.hit and gw.cache is not None:
             # Counted as a request (RPM) but settled with no tokens (TPM): nothing reached a backend.
             record.cache, record.status, record.outcome = lookup.state, 200, Outcome.CACHE_HIT
@@ -196,6 +198,10 @@ async def _end_stream(
     if result.stream is not None and hasattr(result.stream, "aclose"):
         await result.stream.aclose()
     record.usage = result.usage
+    if record.usage is None:
+        # Cut before the usage chunk: charge what was really sent, the prompt (estimated) and one token
+        # per content event that reached the caller, rather than refunding a stream that was used.
+        record.usage = Usage(admission.prompt_estimate, result.stream_events)
     record.seconds = time.perf_counter() - started
     record.backend_seconds = result.backend_seconds
     if result.stream_error:

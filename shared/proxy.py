@@ -69,6 +69,7 @@ class ProxyResult:
     stream: AsyncIterator[bytes] | None = None
     stream_completed: bool = False  # set when a stream ends with [DONE]
     stream_error: str | None = None
+    stream_events: int = 0  # content events forwarded (an estimate of completion tokens when a stream is cut)
     backend_seconds: float = 0.0  # time spent waiting on the backend (for gateway overhead)
 
 
@@ -279,6 +280,7 @@ class Proxy:
             yield error_event("The backend failed while streaming the response.")
         finally:
             result.usage = relay.usage
+            result.stream_events = relay.content_events
             result.stream_completed = relay.done
             if relay.done:
                 response.release()  # read to the end: the connection can be reused

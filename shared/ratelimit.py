@@ -63,7 +63,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -455,6 +455,45 @@ class SharedLimiter:
                 elif period is not None:
                     bucket.roll(self._quota_window(now, period))
                 bucket.adjust(delta)
+
+    async def remaining(self, caller: Caller) -> dict[str, int | None]:
+        """What is left of the caller's limits now (None: not set), from the shared records plus this instance's lease.
+
+        One read per record: this serves `GET /usage`, not the request path.
+        """
+        limits = caller.limits
+        now = self._clock.now()
+        result: dict[str, int | None] = {"tokens_per_minute": None, "requests_per_minute": None, "token_quota": None}
+        wanted: list[tuple[str, str, int, int | None]] = []
+        if limits.tokens_per_minute is not None or limits.requests_per_minute is not None:
+            caps = _caps(limits, self._window_seconds)
+            start = rate_window(now, self._window_seconds).start
+            wanted += [
+                ("tokens_per_minute", RATE_ROW, start, caps.tokens),
+                ("requests_per_minute", RATE_ROW, start, caps.requests),
+            ]
+        if limits.token_quota is not None and limits.token_quota_period is not None:
+            wanted.append(
+                ("token_quota", QUOTA_ROW, self._quota_window(now, limits.token_quota_period).start, limits.token_quota)
+            )
+        records: dict[str, Mapping[str, int]] = {}
+        for name, row, start, cap in wanted:
+            if cap is None:
+                continue
+            if row not in records:
+                try:
+                    records[row] = await self._store.read(caller.subscription_id, row)
+                except StoreUnavailable:
+                    records[row] = {}
+            record = records[row]
+            field_name = "requests" if name == "requests_per_minute" else "tokens"
+            used = int(record.get(field_name, 0)) if record.get("window") == start else 0
+            bucket = self._buckets.get((caller.subscription_id, row))
+            held = 0
+            if bucket is not None and bucket.window.start == start:
+                held = bucket.requests if field_name == "requests" else bucket.tokens
+            result[name] = max(0, min(cap, cap - used + max(0, held)))
+        return result
 
     def stats(self) -> dict[str, object]:
         c = self.counters

@@ -35,6 +35,7 @@ class SseRelay:
         self.usage: Usage | None = None
         self.done = False
         self.events = 0
+        self.content_events = 0  # events carrying generated text: about one token each
 
     def feed(self, chunk: bytes) -> bytes:
         """Complete events from this chunk (and any held-over partial event), ready to send."""
@@ -63,6 +64,8 @@ class SseRelay:
         if b"[DONE]" in event and _data(event) == b"[DONE]":
             self.done = True
             return True
+        if b'"content":"' in event or b'"content": "' in event:
+            self.content_events += 1
         at = event.find(b'"usage"')
         if at < 0:
             return True

@@ -630,9 +630,8 @@ class Telemetry:
         board = self._breakers
         if board is None:
             return
-        # Appends happen on the event loop; taking a prefix and deleting it keeps any that land meanwhile.
-        pending = board.transitions[: len(board.transitions)]
-        del board.transitions[: len(pending)]
+        # Appends happen on the event loop; popping a counted prefix keeps any that land meanwhile.
+        pending = [board.transitions.popleft() for _ in range(len(board.transitions))]
         if not pending:
             return
         sums = self._totals.sums["gateway.breaker.transitions"]

@@ -7,6 +7,7 @@ slow first byte, a connection dropped mid-stream); time moves by hand.
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -376,3 +377,35 @@ def test_health(sims: Callable[..., SimulatorThread], start: Callable[..., Gatew
     status, _, body = raw(gw, "/health", method="GET")
     assert status == 200
     assert body["status"] == "ok"
+
+
+def test_a_stream_cut_by_the_backend_is_charged_what_was_sent(
+    sims: Callable[..., SimulatorThread], gateway_server: Callable[..., GatewayServer]
+) -> None:
+    from shared.api import ApiCall
+    from shared.models import Caller
+    from shared.ratelimit import Admission, NoLimits
+
+    settled: list[int] = []
+
+    class Recording(NoLimits):
+        async def admit(self, caller: Caller, call: ApiCall) -> Admission:
+            return Admission(caller, 500, prompt_estimate=9)
+
+        async def settle(self, admission: Admission, used_tokens: int) -> None:
+            settled.append(used_tokens)
+            await super().settle(admission, used_tokens)
+
+    sim = sims("a")
+    sim.set_faults(drop_mid_stream_after=4)
+    settings = settings_for([backend("a", sim.url)], GATEWAY_DEMO_KEY=KEY)
+    gw = gateway_server(lambda: Gateway(settings, limiter=Recording()))
+    stream = azure(gw).chat.completions.create(model="chat", messages=MESSAGES, stream=True, max_tokens=20)
+    with pytest.raises(openai.APIError):
+        list(stream)
+    deadline = time.monotonic() + 5
+    while not settled and time.monotonic() < deadline:
+        time.sleep(0.02)
+    # The prompt estimate plus the content events that reached the caller; not a full refund, not the reservation.
+    assert settled
+    assert 9 < settled[0] < 9 + 20

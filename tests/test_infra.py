@@ -341,7 +341,7 @@ def test_settings_the_bicep_builds_pass_the_gateways_parsers() -> None:
 
 
 def test_cache_settings_the_bicep_builds_pass_the_cache_parser() -> None:
-    from shared.cache import CacheConfig  # noqa: PLC0415 - only this test needs the cache stage
+    from shared.cache import CacheConfig
 
     settings = deployed_settings()
     deployments = load_settings(settings).deployments
@@ -358,7 +358,7 @@ def test_cache_settings_the_bicep_builds_pass_the_cache_parser() -> None:
 
 
 def test_cosmos_container_matches_the_store() -> None:
-    from shared.stores import cosmos as store  # noqa: PLC0415
+    from shared.stores import cosmos as store
 
     account = bicep("app/cosmos.bicep")["resources"]
     capabilities = {c["name"] for c in body(account["account"])["properties"]["capabilities"]}
@@ -595,7 +595,7 @@ def test_sample_settings_are_safe_local_values() -> None:
 
 
 def test_sample_settings_pass_the_gateways_parsers() -> None:
-    from shared.cache import CacheConfig  # noqa: PLC0415
+    from shared.cache import CacheConfig
 
     settings = load_settings(sample_values())
     CacheConfig.parse(json.loads(sample_values()["GATEWAY_CACHE"]), settings.deployments)

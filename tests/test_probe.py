@@ -64,7 +64,7 @@ def host(
 
 
 def run_timer(server: GatewayServer) -> None:
-    import function_app  # noqa: PLC0415 - the Functions app module, as the host loads it
+    import function_app
 
     server.run(function_app.probe_backends(TimerRequest(past_due=False)))
 

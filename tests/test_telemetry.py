@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import tempfile
+from collections import deque
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -214,14 +215,16 @@ def test_unknown_deployment_names_never_become_dimensions() -> None:
 
 
 def test_breaker_transitions_and_probe_latency_are_counted() -> None:
-    class Board:
-        transitions: list[tuple[str, Status, Status]]
+    class Board:  # the shape of BreakerBoard that telemetry reads
+        transitions: deque[tuple[str, Status, Status]]
 
     board = Board()
-    board.transitions = [
-        ("east|gpt-4o-mini", Status.CLOSED, Status.OPEN),
-        ("east|gpt-4o-mini", Status.OPEN, Status.HALF_OPEN),
-    ]
+    board.transitions = deque(
+        [
+            ("east|gpt-4o-mini", Status.CLOSED, Status.OPEN),
+            ("east|gpt-4o-mini", Status.OPEN, Status.HALF_OPEN),
+        ]
+    )
     reader = InMemoryMetricReader()
     telemetry = Telemetry(settings(), metric_readers=[reader], breakers=board)  # type: ignore[arg-type]
     telemetry.record_probes(
@@ -231,7 +234,7 @@ def test_breaker_transitions_and_probe_latency_are_counted() -> None:
         }
     )
     data = reader.get_metrics_data()
-    assert board.transitions == []
+    assert not board.transitions
     trip = one(data, "gateway.breaker.transitions", **{"gateway.breaker.to": "open"})
     assert dict(trip.attributes) == {
         "gateway.backend": "east",
@@ -660,7 +663,7 @@ def test_a_probe_round_and_a_breaker_trip_reach_the_metrics(
     observed = observe(gateway_server, [backend("east", east), backend("west", west)])
 
     async def probe() -> None:
-        from shared.probe import probe_all  # noqa: PLC0415 - the timer's own entry
+        from shared.probe import probe_all
 
         observed.gateway.telemetry.record_probes(await probe_all(observed.gateway))
 

@@ -235,7 +235,7 @@ async def test_the_cli_prints_a_table_or_json_from_a_running_gateway(
 
 async def asyncio_main(argv: list[str]) -> int:
     """`shared.usage.main` runs its own event loop: give it a thread of its own."""
-    import asyncio  # noqa: PLC0415
+    import asyncio
 
     return await asyncio.to_thread(usage.main, argv)
 
@@ -244,8 +244,8 @@ async def asyncio_main(argv: list[str]) -> int:
 async def test_the_cli_reads_the_ledger_in_table_storage_directly(
     azurite: Azurite, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from shared.config import StorageConfig  # noqa: PLC0415
-    from shared.stores.tables import TableAccount, TableLedgerStore  # noqa: PLC0415 - the Azure SDK, for this test only
+    from shared.config import StorageConfig
+    from shared.stores.tables import TableAccount, TableLedgerStore
 
     prefix = unique_prefix()
     hour = hour_of(SYSTEM_CLOCK.now())
@@ -308,3 +308,33 @@ async def test_metrics_are_off_unless_asked_for(
     status, body, _ = await get(plain, "/metrics", ADMIN)
     assert status == 404
     assert body["error"]["code"] == "metrics_off"
+
+
+async def test_limiter_reports_what_is_left_of_each_limit() -> None:
+    import json as _json
+
+    from shared.api import ApiCall
+    from shared.clock import ManualClock
+    from shared.models import Caller, Limits, Operation, QuotaPeriod
+    from shared.ratelimit import SharedLimiter
+    from shared.stores.embedded import EmbeddedCounterStore
+
+    clock = ManualClock(1_800_000_000.0)
+    limiter = SharedLimiter(
+        EmbeddedCounterStore(), clock, window_seconds=60, default_completion_tokens=10, fail_closed=False
+    )
+    caller = Caller(
+        "sub-1", "one", Limits(tokens_per_minute=1000, requests_per_minute=10, token_quota=5000,
+                               token_quota_period=QuotaPeriod.DAILY)
+    )  # fmt: skip
+    before = await limiter.remaining(caller)
+    assert before == {"tokens_per_minute": 1000, "requests_per_minute": 10, "token_quota": 5000}
+    body = {"messages": [{"role": "user", "content": "hello there"}], "max_tokens": 10}
+    call = ApiCall(Operation.CHAT, "chat", body, "2024-10-21")
+    admission = await limiter.admit(caller, call)
+    await limiter.settle(admission, 50)
+    after = await limiter.remaining(caller)
+    assert after["tokens_per_minute"] == 950
+    assert after["requests_per_minute"] == 9
+    assert after["token_quota"] == 4950
+    assert _json.dumps(after)
