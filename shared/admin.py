@@ -285,13 +285,18 @@ async def handle(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
         )
 
 
-async def _handle(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
+def require_admin(gateway: Gateway, request: GatewayRequest) -> None:
+    """Every admin route's check: `x-admin-key` compared in constant time; off (404) when no admin key is set."""
     expected = gateway.settings.admin_key
     if not expected:
         raise NotFound("The admin API is disabled (GATEWAY_ADMIN_KEY is not set).", code="admin_disabled")
     given = request.headers.get("x-admin-key", "")
     if not hmac.compare_digest(given.encode(), expected.encode()):
         raise Unauthorized("Access denied: missing or wrong x-admin-key.", code="invalid_admin_key")
+
+
+async def _handle(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
+    require_admin(gateway, request)
     parts = [p for p in request.path.split("/") if p][2:]  # after "gateway", "admin"
     service = SubscriptionAdmin(gateway.stores.subscriptions)
     rid, method = request.request_id, request.method

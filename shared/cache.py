@@ -3,7 +3,7 @@
 Entries match only within a scope (subscription, deployment, system messages,
 earlier turns, tools, parameters); only complete, unfiltered answers are
 stored; a cache failure never fails a request, it is logged, counted and
-bypassed. docs/README-cache.md describes the behaviour in full.
+bypassed. The README's cache section describes the behaviour in full.
 """
 
 from __future__ import annotations

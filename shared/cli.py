@@ -26,9 +26,12 @@ import asyncio
 import json
 import os
 import sys
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from shared.errors import ConfigError, GatewayError
+
+T = TypeVar("T")
 
 _NONE = "none"  # clears a limit or the expiry
 _PLACEHOLDER_BACKENDS = '[{"name": "unused", "endpoint": "http://unused.invalid", "deployments": ["unused"]}]'
@@ -159,16 +162,23 @@ async def _on_stores(args: argparse.Namespace) -> Any:
         await stores.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def run_command(work: Coroutine[Any, Any, T]) -> T | int:
+    """Run a command's coroutine; an error is printed (the OpenAI envelope, or the config problems) as an exit code."""
     try:
-        result = asyncio.run(_over_http(args) if args.url else _on_stores(args))
+        return asyncio.run(work)
     except GatewayError as exc:
         print(json.dumps(exc.envelope()), file=sys.stderr)
         return 1
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    result = run_command(_over_http(args) if args.url else _on_stores(args))
+    if isinstance(result, int):
+        return result
     print(json.dumps(result, indent=2))
     if args.command in ("create", "regenerate"):
         print("Keys are shown this once: store them now.", file=sys.stderr)

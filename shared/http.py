@@ -26,7 +26,7 @@ async def health(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
 async def metrics(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
     """`GET /metrics`: this instance's metrics as Prometheus text, behind the admin key."""
     try:
-        usage.require_admin(gateway, request)
+        admin.require_admin(gateway, request)
         if not gateway.settings.metrics_endpoint:
             raise NotFound("Metrics are not collected here: set GATEWAY_METRICS_ENDPOINT=true.", code="metrics_off")
     except GatewayError as exc:

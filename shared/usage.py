@@ -24,17 +24,15 @@ this instance's own counts are always included.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import hmac
 import json
 import os
-import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from shared.errors import BadRequest, ConfigError, GatewayError, MethodNotAllowed, NotFound, Unauthorized
+from shared.admin import require_admin
+from shared.errors import BadRequest, GatewayError, MethodNotAllowed
 from shared.ledger import HOUR, hour_of
 from shared.models import Caller, GatewayRequest, GatewayResponse, QuotaPeriod
 from shared.stores.protocols import UsageCounts, UsageRow
@@ -229,16 +227,6 @@ def _error(exc: GatewayError, request_id: str) -> GatewayResponse:
     return GatewayResponse(exc.status, headers, exc.body())
 
 
-def require_admin(gateway: Gateway, request: GatewayRequest) -> None:
-    """The admin API's check: `x-admin-key` compared in constant time; off (404) when no admin key is set."""
-    expected = gateway.settings.admin_key
-    if not expected:
-        raise NotFound("The admin API is disabled (GATEWAY_ADMIN_KEY is not set).", code="admin_disabled")
-    given = request.headers.get("x-admin-key", "")
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise Unauthorized("Access denied: missing or wrong x-admin-key.", code="invalid_admin_key")
-
-
 async def handle_subscription(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
     """`GET /usage`: the calling subscription's own usage and limits."""
     try:
@@ -367,15 +355,12 @@ async def _on_store(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from shared.cli import run_command  # noqa: PLC0415 - the command line's runner, only for this entry
+
     args = _parser().parse_args(argv)
-    try:
-        result = asyncio.run(_over_http(args) if args.url else _on_store(args))
-    except GatewayError as exc:
-        print(json.dumps(exc.envelope()), file=sys.stderr)
-        return 1
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    result = run_command(_over_http(args) if args.url else _on_store(args))
+    if isinstance(result, int):
+        return result
     print(json.dumps(result, indent=2) if args.json else render_table(result), end="" if not args.json else "\n")
     return 0
 
