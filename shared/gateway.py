@@ -19,7 +19,7 @@ from shared.backendauth import credentials_for
 from shared.breaker import BreakerBoard
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.config import Settings, get_settings
-from shared.ledger import Ledger, ledger_store_for
+from shared.ledger import Ledger
 from shared.meter import Meter
 from shared.proxy import Proxy
 from shared.ratelimit import Limiter, SharedLimiter
@@ -78,7 +78,7 @@ class Gateway:
         )
         self.telemetry = Telemetry(settings, instance_id=self.instance_id, breakers=self.breakers)
         self.ledger = Ledger(
-            ledger_store_for(self.stores),
+            self.stores.ledger,
             clock,
             writer=self.instance_id,
             prices=settings.prices,

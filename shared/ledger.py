@@ -25,14 +25,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from shared.errors import ConfigError, StoreUnavailable
+from shared.errors import StoreUnavailable
 from shared.meter import Outcome
 from shared.stores.protocols import LedgerStore, UsageBatch, UsageCounts, UsageKey, UsageRow
 
 if TYPE_CHECKING:
     from shared.clock import Clock
     from shared.meter import RequestRecord
-    from shared.stores.factory import Stores
 
 log = logging.getLogger("gateway.ledger")
 
@@ -210,16 +209,3 @@ class Ledger:
             elif row.applied.get(self._writer, 0) < batch:
                 stored[key] = UsageRow(key, row.counts.plus(counts), row.applied)
         return list(stored.values())
-
-
-def ledger_store_for(stores: Stores) -> LedgerStore:
-    """The ledger's store beside the others: Table Storage when they are, in process otherwise."""
-    if stores.kind == "tables":
-        from shared.stores.tables import TableAccount, TableLedgerStore  # noqa: PLC0415 - with Table Storage only
-
-        if not isinstance(stores.account, TableAccount):
-            raise ConfigError(["Table Storage stores came without their account"])
-        return TableLedgerStore(stores.account)
-    from shared.stores.embedded import EmbeddedLedgerStore  # noqa: PLC0415
-
-    return EmbeddedLedgerStore()

@@ -333,7 +333,6 @@ async def _over_http(args: argparse.Namespace) -> dict[str, Any]:
 async def _on_store(args: argparse.Namespace) -> dict[str, Any]:
     from shared.clock import SYSTEM_CLOCK  # noqa: PLC0415 - keeps `--help` instant
     from shared.config import load_settings  # noqa: PLC0415
-    from shared.ledger import ledger_store_for  # noqa: PLC0415
     from shared.stores.factory import build_stores  # noqa: PLC0415
 
     env = dict(os.environ)
@@ -348,7 +347,7 @@ async def _on_store(args: argparse.Namespace) -> dict[str, Any]:
     start, end = time_range(args.start, args.end, SYSTEM_CLOCK.now())
     stores = build_stores(settings)
     try:
-        rows = await ledger_store_for(stores).rows(start, end, args.subscription)
+        rows = await stores.ledger.rows(start, end, args.subscription)
     finally:
         await stores.close()
     return report(rows, start, end, args.group_by)

@@ -14,8 +14,13 @@ from typing import TYPE_CHECKING, Protocol
 
 from shared.config import Settings
 from shared.errors import ConfigError
-from shared.stores.embedded import EmbeddedBreakerStore, EmbeddedCounterStore, EmbeddedSubscriptionStore
-from shared.stores.protocols import BreakerStore, CounterStore, ProbeStore, SubscriptionStore
+from shared.stores.embedded import (
+    EmbeddedBreakerStore,
+    EmbeddedCounterStore,
+    EmbeddedLedgerStore,
+    EmbeddedSubscriptionStore,
+)
+from shared.stores.protocols import BreakerStore, CounterStore, LedgerStore, ProbeStore, SubscriptionStore
 
 if TYPE_CHECKING:
     import aiohttp
@@ -38,6 +43,7 @@ class Stores:
     subscriptions: SubscriptionStore
     backends: BackendStateStore
     counters: CounterStore
+    ledger: LedgerStore
     kind: str  # "embedded" | "tables"
     account: Account | None = None
 
@@ -63,12 +69,19 @@ def build_stores(
                     "(with GATEWAY_STORAGE__credential=managedidentity) or GATEWAY_STORAGE."
                 ]
             )
-        return Stores(EmbeddedSubscriptionStore(), EmbeddedBreakerStore(), EmbeddedCounterStore(), "embedded")
+        return Stores(
+            EmbeddedSubscriptionStore(),
+            EmbeddedBreakerStore(),
+            EmbeddedCounterStore(),
+            EmbeddedLedgerStore(),
+            "embedded",
+        )
     # The Azure SDK is imported only when Table Storage is configured: cold starts stay cheap otherwise.
     from shared.stores.tables import (  # noqa: PLC0415
         TableAccount,
         TableBackendStateStore,
         TableCounterStore,
+        TableLedgerStore,
         TableSubscriptionStore,
     )
 
@@ -80,6 +93,7 @@ def build_stores(
         TableSubscriptionStore(account),
         TableBackendStateStore(account),
         TableCounterStore(account),
+        TableLedgerStore(account),
         "tables",
         account,
     )
