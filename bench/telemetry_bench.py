@@ -26,11 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -38,7 +34,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from bench.common import ROOT, cpu_seconds, free_port, load, simulator, wait_port
+from bench.common import cpu_seconds, free_port, gateway, load, simulator
 
 CHAT = json.dumps({"messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 5}).encode()
 STREAM = json.dumps({"messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 5, "stream": True}).encode()
@@ -49,36 +45,6 @@ QUIET_EXPORTER = {
     f"APPLICATIONINSIGHTS_{switch}": "true"
     for switch in ("STATSBEAT_DISABLED_ALL", "SDKSTATS_DISABLED", "CONTROLPLANE_DISABLED")
 }
-
-
-@contextlib.contextmanager
-def gateway(backends: list[dict[str, object]], env: dict[str, str]) -> Iterator[tuple[str, int]]:
-    """A local Functions host serving the gateway; its log goes to a file (a full stderr pipe would stall it)."""
-    port = free_port()
-    settings = {
-        "GATEWAY_BACKENDS": json.dumps(backends),
-        "SIM_KEY": "bench-key",
-        "GATEWAY_DEMO_KEY": "bench-subscription-key",
-        "GATEWAY_PROBE_SCHEDULE": "0 0 0 1 1 *",  # effectively never during a run
-        **env,
-    }
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "local.host", "--port", str(port), "--log-level", "WARNING"],
-            cwd=ROOT,
-            env={**os.environ, **settings},
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-        try:
-            wait_port(port, proc)
-            yield f"http://127.0.0.1:{port}", proc.pid
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 @dataclass
@@ -156,13 +122,19 @@ def settings_for(name: str, ingest_url: str, export_seconds: float) -> dict[str,
         "OTEL_METRIC_EXPORT_INTERVAL": str(int(export_seconds * 1000)),
         **QUIET_EXPORTER,
     }
+    # Each mode says where metrics go: the shared launcher counts them in process by default.
     return {
-        "off": {},
+        "off": {"GATEWAY_METRICS_ENDPOINT": "false"},
         "prometheus": {"GATEWAY_METRICS_ENDPOINT": "true"},
-        "appinsights": exporter,
-        "every-trace": {**exporter, "GATEWAY_TRACES_PER_SECOND": "1000000"},
+        "appinsights": {**exporter, "GATEWAY_METRICS_ENDPOINT": "false"},
+        "every-trace": {**exporter, "GATEWAY_METRICS_ENDPOINT": "false", "GATEWAY_TRACES_PER_SECOND": "1000000"},
         # the exporter loaded and its reader running, but no trace and no export during the run
-        "appinsights-idle": {**exporter, "GATEWAY_TRACES_PER_SECOND": "0", "OTEL_METRIC_EXPORT_INTERVAL": "86400000"},
+        "appinsights-idle": {
+            **exporter,
+            "GATEWAY_METRICS_ENDPOINT": "false",
+            "GATEWAY_TRACES_PER_SECOND": "0",
+            "OTEL_METRIC_EXPORT_INTERVAL": "86400000",
+        },
     }[name]
 
 

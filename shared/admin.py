@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.auth import hash_key, new_key
+from shared.clock import parse_instant
 from shared.errors import BadRequest, GatewayError, MethodNotAllowed, NotFound, Unauthorized
 from shared.models import (
     GatewayRequest,
@@ -96,15 +97,9 @@ def _limits(fields: dict[str, Any], base: Limits) -> Limits:
 def _expiry(value: Any) -> float | None:
     if value is None:
         return None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            pass
-        else:
-            return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    instant = parse_instant(value)
+    if instant is not None:
+        return instant
     raise BadRequest("'expires_at' must be an ISO 8601 time, epoch seconds, or null.", param="expires_at")
 
 

@@ -460,18 +460,22 @@ class Cache:
 
     # ---- stores
 
-    def save(self, lookup: Lookup, status: int, body: bytes) -> None:
-        """Keep a backend's unary answer if it may be cached; in the background, failures logged."""
+    def save(self, lookup: Lookup, status: int, body: bytes, answer: Mapping[str, Any] | None = None) -> None:
+        """Keep a backend's unary answer if it may be cached; in the background, failures logged.
+
+        `answer` is the body already parsed (the pipeline parses it once for the meter); parsed here if not given.
+        """
         if not lookup.storable or lookup.plan is None:
             return
         if status != 200:
             self._not_stored(f"status {status}")
             return
-        try:
-            answer = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            self._not_stored("unreadable body")
-            return
+        if answer is None:
+            try:
+                answer = json.loads(body)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                self._not_stored("unreadable body")
+                return
         reason = self._unstorable(answer, len(body))
         if reason:
             self._not_stored(reason)

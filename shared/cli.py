@@ -27,9 +27,12 @@ import json
 import os
 import sys
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.errors import ConfigError, GatewayError
+
+if TYPE_CHECKING:
+    from shared.stores.factory import Stores
 
 T = TypeVar("T")
 
@@ -127,23 +130,29 @@ async def _over_http(args: argparse.Namespace) -> Any:
         return json.loads(text) if text else {"deleted": getattr(args, "id", None)}
 
 
-async def _on_stores(args: argparse.Namespace) -> Any:
-    from shared.admin import SubscriptionAdmin  # noqa: PLC0415 - keeps `--help` instant
-    from shared.config import load_settings  # noqa: PLC0415
+def stores_from_environment(embedded_state: str) -> Stores:
+    """The gateway's shared stores, from the storage settings in the environment (the operator's commands)."""
+    from shared.config import load_settings  # noqa: PLC0415 - keeps `--help` instant
     from shared.stores.factory import build_stores  # noqa: PLC0415
 
-    if args.command in ("backends", "stats"):
-        raise SystemExit(f"'{args.command}' shows a running gateway's state: give its --url")
     env = dict(os.environ)
     # Only the storage settings matter here; backends are the gateway's business, not the operator's.
     env.setdefault("GATEWAY_BACKENDS", _PLACEHOLDER_BACKENDS)
     settings = load_settings(env)
     if settings.storage is None:
         raise SystemExit(
-            "No storage configured (GATEWAY_STORAGE or GATEWAY_STORAGE__tableServiceUri): embedded subscriptions "
-            "live inside one gateway process; manage them with --url."
+            f"No storage configured (GATEWAY_STORAGE or GATEWAY_STORAGE__tableServiceUri): {embedded_state} "
+            "inside one gateway process; reach it with --url."
         )
-    stores = build_stores(settings)
+    return build_stores(settings)
+
+
+async def _on_stores(args: argparse.Namespace) -> Any:
+    from shared.admin import SubscriptionAdmin  # noqa: PLC0415 - keeps `--help` instant
+
+    if args.command in ("backends", "stats"):
+        raise SystemExit(f"'{args.command}' shows a running gateway's state: give its --url")
+    stores = stores_from_environment("embedded subscriptions live")
     service = SubscriptionAdmin(stores.subscriptions)
     try:
         if args.command == "create":

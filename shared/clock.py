@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Protocol
 
 
@@ -35,3 +36,26 @@ class ManualClock:
 
 
 SYSTEM_CLOCK = SystemClock()
+
+
+def parse_instant(value: object) -> float | None:
+    """Epoch seconds from a number, a numeric string, or ISO 8601 (UTC unless it says otherwise); None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    try:
+        return float(text)
+    except ValueError:
+        return _iso_instant(text)
+
+
+def _iso_instant(text: str) -> float | None:
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()

@@ -47,11 +47,17 @@ def _spawn(coro: Coroutine[Any, Any, None]) -> None:
     task.add_done_callback(_background.discard)
 
 
-def _usage_from_body(body: bytes) -> Usage | None:
+def _answer(body: bytes) -> dict[str, Any] | None:
+    """A backend's unary answer as JSON, parsed once for the meter and the cache."""
     try:
-        usage = json.loads(body).get("usage")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        answer = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return None
+    return answer if isinstance(answer, dict) else None
+
+
+def _usage_of(answer: dict[str, Any] | None) -> Usage | None:
+    usage = answer.get("usage") if answer is not None else None
     if not isinstance(usage, dict):
         return None
     return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
@@ -141,16 +147,16 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
         "x-gateway-backend": result.backend,
     }
     if lookup is not None:
-        record.cache = lookup.state
         headers.update(lookup.headers)
     if result.stream is None:
-        record.usage = _usage_from_body(result.body) if result.status == 200 else None
+        answer = _answer(result.body) if result.status == 200 else None
+        record.usage = _usage_of(answer)
         record.outcome = Outcome.SUCCESS if result.status < 400 else Outcome.CLIENT_ERROR
         record.backend_seconds = result.backend_seconds
         record.seconds = time.perf_counter() - started
         await gw.meter.finish(record, admission)
         if gw.cache is not None and lookup is not None:
-            gw.cache.save(lookup, result.status, result.body)
+            gw.cache.save(lookup, result.status, result.body, answer)
         return GatewayResponse(result.status, headers, result.body)
     headers["cache-control"] = "no-cache"
     recorder = gw.cache.recorder(lookup) if gw.cache is not None else None

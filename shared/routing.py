@@ -22,12 +22,9 @@ _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
 
 def parse_retry_after(headers: Mapping[str, str], default: float) -> float:
     """Seconds until a throttled backend deployment should be tried again, from its own headers."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
+    ms = _DURATION_RE.match(headers.get("retry-after-ms", ""))
+    if ms and ms.group(2) is None:
+        return float(ms.group(1)) / 1000
     for name in ("retry-after", "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"):
         value = headers.get(name)
         if not value:

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from shared.admin import require_admin
+from shared.clock import parse_instant
 from shared.errors import BadRequest, GatewayError, MethodNotAllowed
 from shared.ledger import HOUR, hour_of
 from shared.models import Caller, GatewayRequest, GatewayResponse, QuotaPeriod
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 
 GROUPS = ("subscription", "deployment", "backend")
 DEFAULT_SPAN_SECONDS = 24 * HOUR
-_PLACEHOLDER_BACKENDS = '[{"name": "unused", "endpoint": "http://unused.invalid", "deployments": ["unused"]}]'
 
 
 @runtime_checkable
@@ -122,16 +122,10 @@ def report(rows: list[UsageRow], start: int, end: int, group_by: str) -> dict[st
 
 def parse_time(text: str, name: str) -> float:
     """ISO 8601 (a date, or a time; UTC unless it says otherwise) or epoch seconds."""
-    value = text.strip()
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadRequest(f"'{name}' must be an ISO 8601 time or epoch seconds.", param=name) from None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    instant = parse_instant(text)
+    if instant is None:
+        raise BadRequest(f"'{name}' must be an ISO 8601 time or epoch seconds.", param=name)
+    return instant
 
 
 def time_range(given_from: str | None, given_to: str | None, now: float) -> tuple[int, int]:
@@ -331,21 +325,11 @@ async def _over_http(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _on_store(args: argparse.Namespace) -> dict[str, Any]:
-    from shared.clock import SYSTEM_CLOCK  # noqa: PLC0415 - keeps `--help` instant
-    from shared.config import load_settings  # noqa: PLC0415
-    from shared.stores.factory import build_stores  # noqa: PLC0415
+    from shared.cli import stores_from_environment  # noqa: PLC0415 - keeps `--help` instant
+    from shared.clock import SYSTEM_CLOCK  # noqa: PLC0415
 
-    env = dict(os.environ)
-    # Only the storage settings matter here; backends are the gateway's business, not the report's.
-    env.setdefault("GATEWAY_BACKENDS", _PLACEHOLDER_BACKENDS)
-    settings = load_settings(env)
-    if settings.storage is None:
-        raise SystemExit(
-            "No storage configured (GATEWAY_STORAGE or GATEWAY_STORAGE__tableServiceUri): an embedded ledger "
-            "lives inside one gateway process; ask it with --url."
-        )
     start, end = time_range(args.start, args.end, SYSTEM_CLOCK.now())
-    stores = build_stores(settings)
+    stores = stores_from_environment("an embedded ledger lives")
     try:
         rows = await stores.ledger.rows(start, end, args.subscription)
     finally:
