@@ -63,6 +63,10 @@ def _usage_of(answer: dict[str, Any] | None) -> Usage | None:
     return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
 
 
+def _attempts(tried: list[Attempt]) -> list[tuple[str, str, float]]:
+    return [(a.backend, a.outcome, a.seconds) for a in tried]
+
+
 def _outcome_of(exc: GatewayError) -> Outcome:
     if isinstance(exc, QuotaExceeded):
         return Outcome.QUOTA_EXCEEDED
@@ -112,7 +116,7 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
             record.cache = lookup.state  # counted even when the backend then fails
         if lookup is not None and lookup.hit and gw.cache is not None:
             # Counted as a request (RPM) but settled with no tokens (TPM): nothing reached a backend.
-            record.cache, record.status, record.outcome = lookup.state, 200, Outcome.CACHE_HIT
+            record.status, record.outcome = 200, Outcome.CACHE_HIT
             record.tokens_saved = lookup.tokens_saved
             record.seconds = time.perf_counter() - started
             await gw.meter.finish(record, admission)
@@ -132,13 +136,13 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
         )
     except GatewayError as exc:
         record.status, record.outcome, record.error = exc.status, _outcome_of(exc), exc.code
-        record.attempts = [(a.backend, a.outcome, a.seconds) for a in tried]
+        record.attempts = _attempts(tried)
         record.seconds = time.perf_counter() - started
         await gw.meter.finish(record, admission)
         return error_response(exc, request.request_id, admission.headers if admission else None)
 
     record.backend, record.region = result.backend, result.region
-    record.attempts = [(a.backend, a.outcome, a.seconds) for a in result.attempts]
+    record.attempts = _attempts(tried)
     record.status = result.status
     headers = {
         **result.headers,

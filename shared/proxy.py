@@ -63,7 +63,6 @@ class ProxyResult:
     headers: dict[str, str]
     backend: str
     region: str | None
-    attempts: list[Attempt]
     body: bytes = b""
     usage: Usage | None = None
     stream: AsyncIterator[bytes] | None = None
@@ -105,7 +104,7 @@ class Proxy:
         self._default_throttle = default_throttle_seconds
 
     async def forward(self, call: BackendCall, attempts: list[Attempt] | None = None) -> ProxyResult:
-        """Send `call`, failing over as needed; `attempts`, if given, also receives the failed tries (for the meter)."""
+        """Send `call`, failing over as needed; `attempts`, if given, receives every try in order (for the meter)."""
         attempts = [] if attempts is None else attempts
         tried: set[str] = set()
         throttled_for: list[float] = []
@@ -130,10 +129,7 @@ class Proxy:
                 await self._after_failure(choice, call.deployment, failed, throttled_for, failures)
                 continue
             span.end(str(result.status))
-            result.attempts = [
-                *attempts,
-                Attempt(choice.backend.name, str(result.status), result.backend_seconds),
-            ]
+            attempts.append(Attempt(choice.backend.name, str(result.status), result.backend_seconds))
             if result.status < 400:
                 await self._breakers.success(choice.breaker_key)
             return result
@@ -215,7 +211,7 @@ class Proxy:
             response.release()
             raise _AttemptFailed(str(status), retry_after, status)
         out_headers = {k: v for k in RETURN_RESPONSE_HEADERS if (v := response.headers.get(k))}
-        result = ProxyResult(status, out_headers, backend.name, backend.region, [])
+        result = ProxyResult(status, out_headers, backend.name, backend.region)
         if call.stream and status == 200:
             return await self._open_stream(response, result, call, backend.first_byte_timeout, started)
         try:
