@@ -71,3 +71,12 @@ def test_breaker_policy_from_json() -> None:
     assert policy.failures == 2
     assert policy.counts(408)
     assert policy.counts(429)
+
+
+def test_embedded_stores_are_refused_when_running_in_azure() -> None:
+    from shared.stores.factory import build_stores
+
+    env = {"GATEWAY_BACKENDS": json.dumps([BACKEND]), "WEBSITE_SITE_NAME": "my-gateway"}
+    with pytest.raises(ConfigError, match="No storage configured while running in Azure"):
+        build_stores(load_settings(env))
+    assert build_stores(load_settings({"GATEWAY_BACKENDS": json.dumps([BACKEND])})).kind == "embedded"

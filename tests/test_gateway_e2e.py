@@ -409,3 +409,22 @@ def test_a_stream_cut_by_the_backend_is_charged_what_was_sent(
     # The prompt estimate plus the content events that reached the caller; not a full refund, not the reservation.
     assert settled
     assert 9 < settled[0] < 9 + 20
+
+
+def test_failover_is_bounded_by_max_attempts(
+    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+) -> None:
+    bad, good = sims("bad"), sims("good")
+    bad.set_faults(error_rate=1.0, error_status=500)
+    gw = start([backend("bad", bad.url), backend("good", good.url, priority=2)], GATEWAY_MAX_ATTEMPTS="1")
+    with pytest.raises(openai.InternalServerError) as info:
+        azure(gw).chat.completions.create(model="chat", messages=MESSAGES)
+    assert info.value.status_code == 503
+    assert calls(good) == 0  # one attempt allowed: no failover
+
+
+def test_openai_shape_streams_too(sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]) -> None:
+    gw = start([backend("a", sims("a").url)])
+    client = OpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=0)
+    chunks = list(client.chat.completions.create(model="chat", messages=MESSAGES, stream=True, max_tokens=4))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)

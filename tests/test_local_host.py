@@ -63,3 +63,23 @@ def test_ncrontab_next_occurrence(expression: str, after: str, expected: str) ->
 def test_ncrontab_rejects_bad_expressions(bad: str) -> None:
     with pytest.raises(ValueError, match=r"."):
         Schedule.parse(bad)
+
+
+def test_local_settings_values_load_without_overriding_the_environment(
+    tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import os
+    from pathlib import Path
+
+    from local.host import load_local_settings
+
+    path = Path(str(tmp_path)) / "local.settings.json"
+    path.write_text(json.dumps({"IsEncrypted": False, "Values": {"GW_TEST_A": "from-file", "GW_TEST_B": "from-file"}}))
+    monkeypatch.setenv("GW_TEST_B", "from-env")
+    monkeypatch.delenv("GW_TEST_A", raising=False)
+    loaded = load_local_settings(path)
+    assert loaded == ["GW_TEST_A"]
+    assert os.environ["GW_TEST_A"] == "from-file"
+    assert os.environ["GW_TEST_B"] == "from-env"  # as `func start`: the environment wins
+    monkeypatch.delenv("GW_TEST_A")
