@@ -34,18 +34,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from shared.breaker import Status
 from shared.config import Settings
-from shared.meter import Outcome, RequestRecord
 from shared.models import Caller, GatewayRequest, Limits, Usage
-from shared.telemetry import (
-    INERT,
-    METRICS,
-    Telemetry,
-    current,
-    entra_credential,
-    format_traceparent,
-    parse_traceparent,
-    prometheus_name,
-)
+from shared.outcomes import Outcome, RequestRecord
+from shared.telemetry import INERT, Telemetry, current
+from shared.telemetry.export import entra_credential
+from shared.telemetry.names import METRICS
+from shared.telemetry.prometheus import prometheus_name
+from shared.telemetry.tracing import format_traceparent, parse_traceparent
 from simulator import SimulatorConfig, SimulatorThread
 from tests.fixtures.observed import Observed, backend, observe
 from tests.fixtures.servers import settings_for
