@@ -74,12 +74,12 @@ class Snapshot:
 class Totals:
     """Every metric's running totals. Written from the event loop, read by exporters' threads: one lock."""
 
-    def __init__(self, deployments: frozenset[str] = frozenset(), regions: Mapping[str, str] | None = None) -> None:
+    def __init__(self, deployments: frozenset[str], regions: Mapping[str, str]) -> None:
         self.lock = threading.Lock()
         self.sums: dict[str, dict[Key, float]] = {m.name: {} for m in METRICS if m.kind == "counter"}
         self.histograms: dict[str, dict[Key, _Histogram]] = {m.name: {} for m in METRICS if m.kind == "histogram"}
         self._deployments = deployments
-        self._regions: Mapping[str, str] = regions or {}
+        self._regions = regions
 
     def add_request(self, r: RequestRecord) -> float:
         """Count one finished request; returns the gateway's own time in it (its overhead), for its trace."""
