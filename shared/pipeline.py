@@ -27,8 +27,9 @@ from shared.errors import (
 )
 from shared.gateway import Gateway
 from shared.logs import request_id_var
-from shared.meter import Outcome, RequestRecord, prompt_of
+from shared.meter import prompt_of
 from shared.models import GatewayRequest, GatewayResponse, Usage
+from shared.outcomes import Outcome, RequestRecord
 from shared.proxy import Attempt, BackendCall, Exhausted, RelayedStream
 from shared.ratelimit import Admission
 

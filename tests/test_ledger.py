@@ -26,8 +26,8 @@ from shared.clock import ManualClock
 from shared.config import StorageConfig
 from shared.errors import StoreUnavailable
 from shared.ledger import HOUR, Ledger, hour_of, price
-from shared.meter import Outcome, RequestRecord
 from shared.models import Caller, Limits, Usage
+from shared.outcomes import Outcome, RequestRecord
 from shared.stores.embedded import EmbeddedLedgerStore
 from shared.stores.protocols import LedgerStore, UsageBatch, UsageCounts, UsageKey, UsageRow
 from simulator import SimulatorConfig, SimulatorThread

@@ -112,7 +112,7 @@ class UsageCounts:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
-    requests: Mapping[str, int] = field(default_factory=dict)  # by outcome (shared.meter.Outcome values)
+    requests: Mapping[str, int] = field(default_factory=dict)  # by outcome (shared.outcomes.Outcome values)
     cost: float = 0.0  # from GATEWAY_PRICES at the time of the request
     subscription_name: str = ""  # the latest name seen, for reports
 
