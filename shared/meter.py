@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from shared.limits.limiter import Admission, Limiter
 from shared.models import Caller, Usage
-from shared.ratelimit import Admission, Limiter
 from shared.telemetry import INERT, RequestTrace
 
 log = logging.getLogger("gateway.request")

@@ -26,11 +26,11 @@ from shared.errors import (
     Unauthorized,
 )
 from shared.gateway import Gateway
+from shared.limits.limiter import Admission
 from shared.logs import request_id_var
 from shared.meter import Outcome, RequestRecord, prompt_of
 from shared.models import GatewayRequest, GatewayResponse, Usage
 from shared.proxy import Attempt, BackendCall, ProxyResult
-from shared.ratelimit import Admission
 
 if TYPE_CHECKING:
     from shared.cache import StreamRecorder

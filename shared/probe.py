@@ -19,7 +19,7 @@ import aiohttp
 
 from shared.breaker import BreakerBoard, Status
 from shared.errors import StoreUnavailable
-from shared.proxy import DEFAULT_API_VERSION
+from shared.models import DEFAULT_API_VERSION
 
 if TYPE_CHECKING:
     from shared.config import BackendConfig

@@ -29,7 +29,6 @@ from shared.sse import SseRelay, error_event
 
 log = logging.getLogger("gateway.proxy")
 
-DEFAULT_API_VERSION = "2024-10-21"
 # Request headers a caller may pass on to a backend; everything else (keys, cookies, hosts) stays here.
 FORWARD_REQUEST_HEADERS = ("content-type", "accept", "openai-beta", "x-ms-useragent", "user-agent")
 # Backend response headers worth returning; the backend's own rate-limit headers describe the

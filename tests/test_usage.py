@@ -15,8 +15,8 @@ from multidict import CIMultiDict
 from shared import usage
 from shared.clock import SYSTEM_CLOCK
 from shared.ledger import HOUR, hour_of
+from shared.limits.windows import quota_window
 from shared.models import QuotaPeriod
-from shared.ratelimit import quota_window
 from shared.stores.protocols import UsageBatch, UsageCounts, UsageKey
 from simulator import SimulatorConfig, SimulatorThread
 from tests.fixtures.azurite import Azurite, unique_prefix
@@ -315,8 +315,8 @@ async def test_limiter_reports_what_is_left_of_each_limit() -> None:
 
     from shared.api import ApiCall
     from shared.clock import ManualClock
+    from shared.limits.limiter import SharedLimiter
     from shared.models import Caller, Limits, Operation, QuotaPeriod
-    from shared.ratelimit import SharedLimiter
     from shared.stores.embedded import EmbeddedCounterStore
 
     clock = ManualClock(1_800_000_000.0)
