@@ -245,7 +245,8 @@ async def test_the_cli_reads_the_ledger_in_table_storage_directly(
     azurite: Azurite, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from shared.config import StorageConfig
-    from shared.stores.tables import TableAccount, TableLedgerStore
+    from shared.stores.tables.account import TableAccount
+    from shared.stores.tables.ledger import TableLedgerStore
 
     prefix = unique_prefix()
     hour = hour_of(SYSTEM_CLOCK.now())

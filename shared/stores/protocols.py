@@ -67,6 +67,10 @@ class ProbeStore(Protocol):
     async def load_probes(self) -> dict[str, dict[str, object]]: ...
 
 
+class BackendStateStore(BreakerStore, ProbeStore, Protocol):
+    """Breakers and probe results live side by side."""
+
+
 Counters = Mapping[str, int]
 CounterChange = Callable[[Counters], "dict[str, int] | None"]
 
