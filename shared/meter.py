@@ -11,9 +11,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from shared.limits.limiter import Admission, Limiter
 from shared.models import Usage
 from shared.outcomes import RequestRecord
-from shared.ratelimit import Admission, Limiter
 
 log = logging.getLogger("gateway.request")
 

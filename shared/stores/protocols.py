@@ -1,6 +1,6 @@
 """The small async protocols every kind of shared state sits behind.
 
-Each protocol has two implementations: Azure (`stores/tables.py`) and embedded
+Each protocol has two implementations: Azure (`stores/tables/`) and embedded
 (`stores/embedded.py`, in-process). `stores/factory.py` picks one from
 configuration. Implementations raise `shared.errors.StoreUnavailable` when
 the backing service cannot be reached, and nothing else of their own; one
@@ -65,6 +65,10 @@ class ProbeStore(Protocol):
     async def save_probe(self, key: str, record: dict[str, object]) -> None: ...
 
     async def load_probes(self) -> dict[str, dict[str, object]]: ...
+
+
+class BackendStateStore(BreakerStore, ProbeStore, Protocol):
+    """Breakers and probe results live side by side."""
 
 
 Counters = Mapping[str, int]
