@@ -33,7 +33,7 @@ from shared.proxy import Attempt, BackendCall, ProxyResult
 from shared.ratelimit import Admission
 
 if TYPE_CHECKING:
-    from shared.cache import StreamRecorder
+    from shared.cache.recorder import StreamRecorder
 
 log = logging.getLogger("gateway.pipeline")
 

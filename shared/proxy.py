@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -23,6 +23,7 @@ from shared.backendauth import BackendCredential
 from shared.breaker import BreakerBoard
 from shared.clock import Clock
 from shared.errors import BackendsThrottled, GatewayError, NoBackendAvailable, retry_after_headers
+from shared.httpsession import SessionProvider
 from shared.models import Usage
 from shared.routing import Candidate, Router, Unavailable, parse_retry_after
 from shared.sse import SseRelay, error_event
@@ -78,9 +79,6 @@ class _AttemptFailed(Exception):
         self.outcome = outcome
         self.retry_after = retry_after
         self.status = status
-
-
-SessionProvider = Callable[[], Awaitable[aiohttp.ClientSession]]
 
 
 class Proxy:

@@ -13,14 +13,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from shared import cacheguard
 from shared.api import ApiCall
-from shared.cache import BYPASS, HIT, MISS, Cache, CacheConfig, Lookup, Plan
+from shared.cache import guard as cacheguard
+from shared.cache.config import CacheConfig
+from shared.cache.embedders import EmbeddingUnavailable
+from shared.cache.key import Plan
+from shared.cache.stage import BYPASS, HIT, MISS, Cache, Lookup
 from shared.clock import ManualClock
-from shared.embedders import EmbeddingUnavailable
 from shared.errors import ConfigError, StoreUnavailable
 from shared.models import Caller, Limits, Operation, Usage
-from shared.stores.vectors import CacheEntry, EmbeddedVectorStore, Match
+from shared.stores.protocols import CacheEntry, Match
+from shared.stores.vectors import EmbeddedVectorStore
 
 DIM = 384
 DEPLOYMENTS = frozenset({"chat", "other", "embed"})
