@@ -36,7 +36,7 @@ unit: deps
 	$(PY) -m pytest -q
 
 infra-scan: $(STAMP)
-	$(PY) -m local.checkov_scan
+	$(PY) .ci/checkov_scan.py
 
 test: deps lint typecheck unit infra-scan
 

@@ -36,7 +36,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 
 from bench.common import cpu_seconds, gateway, simulator
-from tests.fixtures.azurite import Azurite
+from devtools.azurite import Azurite
 
 ADMIN_KEY = "bench-admin-" + secrets.token_hex(8)
 SIM_KEY = "bench-key"  # what bench.common's simulator and gateways use
