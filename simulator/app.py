@@ -1,4 +1,4 @@
-"""The simulator's HTTP face: Azure OpenAI's chat and embeddings routes, and the state they share.
+"""The simulator's HTTP face: Azure OpenAI's routes, the request pipeline they share, chat and embeddings.
 
 One request goes: read and remember it, check key / api-version / deployment
 / body, ask the fault injector for its plan, apply network faults (down,
@@ -21,10 +21,13 @@ from typing import TYPE_CHECKING, TypeVar
 from aiohttp import web
 
 from simulator import chat, errors
+from simulator.batches import BatchesApi
 from simulator.config import Latency, SimulatorConfig
 from simulator.control import add_control_routes
 from simulator.faults import NO_FAULT, FaultInjector, Faults, Plan
+from simulator.files import FilesApi
 from simulator.limits import Admission, Clock, Limiter, SystemClock, limit_headers
+from simulator.media import MediaApi
 from simulator.request import REQUEST_ID, V1_VERSIONS, BodyError, Call, Endpoint, encode, loggable, read_body
 from simulator.requestlog import Received, RequestLog, Stats
 from simulator.responses import ResponsesApi
@@ -64,6 +67,9 @@ class Simulator:
         self._embed_in_thread = embedder is not None
         self._log = RequestLog(config.request_log_size)
         self.responses = ResponsesApi(self)
+        self.files = FilesApi(self)
+        self.batches = BatchesApi(self, self.files)
+        self.media = MediaApi(self)
         self._stats = Stats()
         self._stopping = asyncio.Event()
 
@@ -107,6 +113,12 @@ class Simulator:
         self.limiter.reset()
         self.clear_requests()
         self.clear_stats()
+        self.clear_objects()
+
+    def clear_objects(self) -> None:
+        """Forget every stored response, file, batch and image."""
+        for api in (self.responses, self.files, self.batches, self.media):
+            api.clear()
 
     def release_hung(self) -> None:
         """Let every hung request go (the server is stopping)."""
@@ -138,7 +150,10 @@ class Simulator:
             ):
                 chosen = endpoint.with_v1() if is_v1 else endpoint
                 made.append(("POST", prefix + path, self.handler(chosen, parse, run)))  # type: ignore[arg-type]
-        made += self.responses.routes(versioned, v1=False) + self.responses.routes(v1, v1=True)
+        made += self.media.routes(deployment, v1=False) + self.media.routes(v1, v1=True)
+        for api in (self.responses, self.files, self.batches):
+            made += api.routes(versioned, v1=False) + api.routes(v1, v1=True)
+        made.append(("GET", "/_sim/blobs/{blob_id}", self.media.blob))
         return made
 
     async def not_found(self, request: web.Request) -> web.StreamResponse:
@@ -158,9 +173,9 @@ class Simulator:
         body: object = None
         unreadable: web.Response | None = None
         try:
-            body = await read_body(request, endpoint.body)
+            body = await read_body(request, endpoint.body, self.config.max_upload_bytes)
         except BodyError as exc:
-            unreadable = errors.bad_request(str(exc))
+            unreadable = errors.bad_request(str(exc)) if exc.status == 400 else errors.too_large(str(exc))
         if endpoint.deployment == "body" and isinstance(body, dict) and isinstance(body.get("model"), str):
             call.deployment = body["model"]
         # Azure's order: key, api-version, a deployment in the path, the body, a deployment named in the body.

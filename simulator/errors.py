@@ -93,6 +93,10 @@ def content_filtered() -> web.Response:
     )
 
 
+def too_large(message: str) -> web.Response:
+    return envelope(413, "RequestEntityTooLarge", message)
+
+
 def not_found(message: str, *, param: str | None = None, code: str | None = "not_found") -> web.Response:
     """404 for an object (response, file, batch) this resource does not hold."""
     return envelope(404, code or "not_found", message, param=param)

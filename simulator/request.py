@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Literal
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 REQUEST_ID = web.RequestKey("simulator.request_id", str)
 
@@ -72,10 +72,14 @@ class Call:
 
 
 class BodyError(ValueError):
-    """A body that cannot be read as its content type says."""
+    """A body that cannot be read as its content type says (or is larger than the simulator takes)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
-async def read_body(request: web.Request, kind: str) -> object:
+async def read_body(request: web.Request, kind: str, max_bytes: int) -> object:
     """The body as JSON data; a multipart form becomes a dict of strings and `Upload`s (repeated names: lists)."""
     if kind == "none":
         return None
@@ -84,10 +88,17 @@ async def read_body(request: web.Request, kind: str) -> object:
             raise BodyError("This operation takes a multipart/form-data body.")
         form: dict[str, object] = {}
         reader = await request.multipart()
+        total = 0
         while (part := await reader.next()) is not None:
-            if not isinstance(part, web.BodyPartReader) or part.name is None:
+            if not isinstance(part, BodyPartReader) or part.name is None:
                 continue
-            data = await part.read()
+            data = bytearray()
+            # Read in chunks so an oversized upload is refused before it is all in memory.
+            while chunk := await part.read_chunk():
+                total += len(chunk)
+                if total > max_bytes:
+                    raise BodyError(f"The request body is larger than {max_bytes} bytes.", 413)
+                data.extend(chunk)
             value: object = (
                 Upload(part.filename, part.headers.get("Content-Type", "application/octet-stream"), bytes(data))
                 if part.filename is not None
