@@ -219,13 +219,10 @@ class StoredResponse:
 
     def to_json(self, now: float) -> dict[str, object]:
         status = self.status(now)
-        done = status == "completed"
-        return {
-            **self.body,
-            "status": status,
-            "output": self.output if done else [],
-            "usage": self.usage if done else None,
-        }
+        if status != "completed":
+            # Usage is not nullable in the specification: a response still running has none yet.
+            return {**self.body, "status": status, "output": []}
+        return {**self.body, "status": status, "output": self.output, "usage": self.usage}
 
     @property
     def context_tokens(self) -> int:
@@ -449,6 +446,11 @@ def _nothing(_: object) -> None:
     return None
 
 
+def _padding(delta: str) -> str:
+    """`obfuscation`: the service pads each delta with random characters so its size does not give the text away."""
+    return "x" * (16 - len(delta) % 16)
+
+
 def _events(stored: StoredResponse, deltas: list[str], now: float) -> Iterator[tuple[int, bytes]]:
     """The typed server-sent events of a streamed response, each with its pacing step and a sequence number."""
     sequence = 0
@@ -459,7 +461,7 @@ def _events(stored: StoredResponse, deltas: list[str], now: float) -> Iterator[t
         sequence += 1
         return step, f"event: {kind}\ndata: ".encode() + encode(data) + b"\n\n"
 
-    started = {**stored.body, "status": "in_progress", "output": [], "usage": None}
+    started = {**stored.body, "status": "in_progress", "output": []}
     yield event("response.created", 0, response=started)
     yield event("response.in_progress", 0, response=started)
     steps = len(deltas)
@@ -476,7 +478,12 @@ def _events(stored: StoredResponse, deltas: list[str], now: float) -> Iterator[t
             )
             for step, piece in enumerate(deltas, 1):
                 yield event(
-                    "response.function_call_arguments.delta", step, item_id=item["id"], output_index=index, delta=piece
+                    "response.function_call_arguments.delta",
+                    step,
+                    item_id=item["id"],
+                    output_index=index,
+                    delta=piece,
+                    obfuscation=_padding(piece),
                 )
             yield event(
                 "response.function_call_arguments.done",
@@ -505,7 +512,6 @@ def _message_events(
     empty = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
     yield event("response.content_part.added", 0, item_id=item_id, output_index=index, content_index=0, part=empty)
     for step, piece in enumerate(deltas, 1):
-        # `obfuscation` pads each delta so its size does not give the text away; the spec requires the field.
         yield event(
             "response.output_text.delta",
             step,
@@ -514,7 +520,7 @@ def _message_events(
             content_index=0,
             delta=piece,
             logprobs=[],
-            obfuscation="x" * (16 - len(piece) % 16),
+            obfuscation=_padding(piece),
         )
     text = final_part.get("text", "") if isinstance(final_part, dict) else ""
     yield event(
