@@ -144,12 +144,9 @@ class Simulator:
         deployment, v1, versioned = "/openai/deployments/{deployment}", "/openai/v1", "/openai"
         made: list[tuple[str, str, Handler]] = []
         for prefix, is_v1 in ((deployment, False), (v1, True)):
-            for path, endpoint, parse, run in (
-                ("/chat/completions", CHAT, parse_chat, self._chat),
-                ("/embeddings", EMBEDDINGS, parse_embeddings, self._embed),
-            ):
-                chosen = endpoint.with_v1() if is_v1 else endpoint
-                made.append(("POST", prefix + path, self.handler(chosen, parse, run)))  # type: ignore[arg-type]
+            chat_endpoint, embed_endpoint = (CHAT.with_v1(), EMBEDDINGS.with_v1()) if is_v1 else (CHAT, EMBEDDINGS)
+            made.append(("POST", prefix + "/chat/completions", self.handler(chat_endpoint, parse_chat, self._chat)))
+            made.append(("POST", prefix + "/embeddings", self.handler(embed_endpoint, parse_embeddings, self._embed)))
         made += self.media.routes(deployment, v1=False) + self.media.routes(v1, v1=True)
         for api in (self.responses, self.files, self.batches):
             made += api.routes(versioned, v1=False) + api.routes(v1, v1=True)
@@ -179,9 +176,8 @@ class Simulator:
         if endpoint.deployment == "body" and isinstance(body, dict) and isinstance(body.get("model"), str):
             call.deployment = body["model"]
         # Azure's order: key, api-version, a deployment in the path, the body, a deployment named in the body.
-        parsed: Parsed | web.Response = (
-            self._check(call) or unreadable or self._check_body_deployment(call) or _parse(parse, body)
-        )
+        refusal = self._check(call) or unreadable or self._check_body_deployment(call)
+        parsed: Parsed | web.Response = refusal if refusal is not None else _parse(parse, body)
         received = self._log.add(Received(request, call.request_id, call.deployment, loggable(body), self.clock.now()))
         outcome = "cancelled"
         try:

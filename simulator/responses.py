@@ -20,7 +20,7 @@ import asyncio
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
@@ -190,7 +190,7 @@ _ITEM_PREFIXES = {"function_call": "fc_", "function_call_output": "fco_", "reaso
 class StoredResponse:
     """A response and what it needs to answer later reads; its status follows the clock when it runs in background."""
 
-    __slots__ = ("body", "cancelled", "created_at", "done_at", "input_items", "output", "usage")
+    __slots__ = ("body", "cancelled", "context_tokens", "created_at", "done_at", "input_items", "output", "usage")
 
     def __init__(
         self,
@@ -201,8 +201,11 @@ class StoredResponse:
         input_items: list[dict[str, object]],
         created_at: float,
         done_at: float,
+        context_tokens: int,
     ) -> None:
         self.body = body
+        # What a follow-up carries along: this response's whole input and its output.
+        self.context_tokens = context_tokens
         self.output = output
         self.usage = usage
         self.input_items = input_items
@@ -223,11 +226,6 @@ class StoredResponse:
             # Usage is not nullable in the specification: a response still running has none yet.
             return {**self.body, "status": status, "output": []}
         return {**self.body, "status": status, "output": self.output, "usage": self.usage}
-
-    @property
-    def context_tokens(self) -> int:
-        """What a follow-up carries along: this response's whole input and its output."""
-        return int(self.usage["input_tokens"]) + int(self.usage["output_tokens"])  # type: ignore[call-overload]
 
 
 class ResponsesApi:
@@ -293,7 +291,13 @@ class ResponsesApi:
         body = self._body(request, response_id, int(now))
         done_at = now + sim.config.background_seconds if request.background and not request.stream else now
         stored = StoredResponse(
-            body, output=output, usage=usage, input_items=request.items, created_at=now, done_at=done_at
+            body,
+            output=output,
+            usage=usage,
+            input_items=request.items,
+            created_at=now,
+            done_at=done_at,
+            context_tokens=input_tokens + output_tokens,
         )
         if request.store:
             self._store.put(response_id, stored)
@@ -446,6 +450,12 @@ def _nothing(_: object) -> None:
     return None
 
 
+class _Event(Protocol):
+    """Makes one server-sent event of the given type and pacing step, numbering it in sequence."""
+
+    def __call__(self, kind: str, step: int, **fields: object) -> tuple[int, bytes]: ...
+
+
 def _padding(delta: str) -> str:
     """`obfuscation`: the service pads each delta with random characters so its size does not give the text away."""
     return "x" * (16 - len(delta) % 16)
@@ -530,10 +540,3 @@ def _message_events(
         "response.content_part.done", steps, item_id=item_id, output_index=index, content_index=0, part=final_part
     )
     yield event("response.output_item.done", steps, output_index=index, item=item)
-
-
-if TYPE_CHECKING:
-    from typing import Protocol
-
-    class _Event(Protocol):
-        def __call__(self, kind: str, step: int, **fields: object) -> tuple[int, bytes]: ...
