@@ -22,6 +22,7 @@ from aiohttp import web
 
 from simulator import chat, errors
 from simulator.batches import BatchesApi
+from simulator.completions import CompletionsApi
 from simulator.config import Latency, SimulatorConfig
 from simulator.control import add_control_routes
 from simulator.faults import NO_FAULT, FaultInjector, Faults, Plan
@@ -70,6 +71,7 @@ class Simulator:
         self.files = FilesApi(self)
         self.batches = BatchesApi(self, self.files)
         self.media = MediaApi(self)
+        self.completions = CompletionsApi(self)
         self._stats = Stats()
         self._stopping = asyncio.Event()
 
@@ -147,7 +149,8 @@ class Simulator:
             chat_endpoint, embed_endpoint = (CHAT.with_v1(), EMBEDDINGS.with_v1()) if is_v1 else (CHAT, EMBEDDINGS)
             made.append(("POST", prefix + "/chat/completions", self.handler(chat_endpoint, parse_chat, self._chat)))
             made.append(("POST", prefix + "/embeddings", self.handler(embed_endpoint, parse_embeddings, self._embed)))
-        made += self.media.routes(deployment, v1=False) + self.media.routes(v1, v1=True)
+        for deployed in (self.completions, self.media):
+            made += deployed.routes(deployment, v1=False) + deployed.routes(v1, v1=True)
         for api in (self.responses, self.files, self.batches):
             made += api.routes(versioned, v1=False) + api.routes(v1, v1=True)
         made.append(("GET", "/_sim/blobs/{blob_id}", self.media.blob))

@@ -248,6 +248,17 @@ async def test_v1_routes_take_the_deployment_from_the_body_and_check_api_version
             assert (await resp.json())["error"]["code"] == "DeploymentNotFound"
 
 
+def test_legacy_completions_plain_and_streamed_say_the_same(azure: AzureOpenAI, v1: OpenAI) -> None:
+    plain = azure.completions.create(model=CHAT, prompt="Once upon a time", max_tokens=4)
+    assert plain.object == "text_completion"
+    assert plain.choices[0].finish_reason == "length"
+    assert len(plain.choices[0].text.split()) == 4
+    assert plain.usage is not None
+    assert plain.usage.completion_tokens == 4
+    streamed = v1.completions.create(model=CHAT, prompt="Once upon a time", max_tokens=4, stream=True)
+    assert "".join(c.choices[0].text for c in streamed) == plain.choices[0].text
+
+
 # --- responses ---
 
 

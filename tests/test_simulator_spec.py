@@ -259,6 +259,21 @@ async def test_stream_chunks_match_the_stream_schema_after_azures_prompt_filter_
                     check("stable", "contentFilterChoiceResults", choice["content_filter_results"])
 
 
+async def test_legacy_completions_match_the_stable_schema(sim: Any, http: aiohttp.ClientSession) -> None:
+    plain = await post(http, chat_url(sim, "completions"), {"prompt": ["One", "Two"], "n": 2, "max_tokens": 3})
+    check("stable", "createCompletionResponse", plain)
+    assert len(plain["choices"]) == 4
+    events = await sse(http, chat_url(sim, "completions"), {"prompt": "One", "max_tokens": 3, "stream": True})
+    # The document gives streamed chunks the same schema, whose finish_reason is not nullable; the service sends
+    # null until the last chunk, so each chunk before it is checked with the last chunk's finish_reason in its place.
+    *running, (_, last) = events
+    check("stable", "createCompletionResponse", last)
+    for _, chunk in running:
+        assert chunk["choices"][0]["finish_reason"] is None
+        chunk["choices"][0]["finish_reason"] = last["choices"][0]["finish_reason"]
+        check("stable", "createCompletionResponse", chunk)
+
+
 async def test_embeddings_match_the_stable_schema(sim: Any, http: aiohttp.ClientSession) -> None:
     body = await post(http, chat_url(sim, "embeddings", "text-embedding-3-small"), {"input": ["a", "b"]})
     check("stable", "embeddings_create.200", body)
