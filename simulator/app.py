@@ -29,7 +29,17 @@ from simulator.faults import NO_FAULT, FaultInjector, Faults, Plan
 from simulator.files import FilesApi
 from simulator.limits import Admission, Clock, Limiter, SystemClock, limit_headers
 from simulator.media import MediaApi
-from simulator.request import REQUEST_ID, V1_VERSIONS, BodyError, Call, Endpoint, encode, loggable, read_body
+from simulator.request import (
+    DEPLOYMENT,
+    REQUEST_ID,
+    V1_VERSIONS,
+    BodyError,
+    Call,
+    Endpoint,
+    encode,
+    loggable,
+    read_body,
+)
 from simulator.requestlog import Received, RequestLog, Stats
 from simulator.responses import ResponsesApi
 from simulator.schema import ChatRequest, EmbeddingRequest, InvalidRequest, is_stream, parse_chat, parse_embeddings
@@ -178,6 +188,8 @@ class Simulator:
             unreadable = errors.bad_request(str(exc)) if exc.status == 400 else errors.too_large(str(exc))
         if endpoint.deployment == "body" and isinstance(body, dict) and isinstance(body.get("model"), str):
             call.deployment = body["model"]
+        if call.deployment is not None:
+            request[DEPLOYMENT] = call.deployment
         # Azure's order: key, api-version, a deployment in the path, the body, a deployment named in the body.
         refusal = self._check(call) or unreadable or self._check_body_deployment(call)
         parsed: Parsed | web.Response = refusal if refusal is not None else _parse(parse, body)
@@ -429,7 +441,7 @@ def create_app(
         response.headers["apim-request-id"] = request_id
         response.headers["x-request-id"] = request_id
         response.headers["x-ms-region"] = region
-        deployment = request.match_info.get("deployment")
+        deployment = request.get(DEPLOYMENT)
         if deployment in config.deployments:
             response.headers["x-ms-deployment-name"] = deployment
 

@@ -22,6 +22,8 @@ from typing import Literal
 from aiohttp import BodyPartReader, web
 
 REQUEST_ID = web.RequestKey("simulator.request_id", str)
+# The deployment a request named, wherever it named it (path or body), for the x-ms-deployment-name header.
+DEPLOYMENT = web.RequestKey("simulator.deployment", str)
 
 # What the v1 routes accept as api-version (none at all is the usual case).
 V1_VERSIONS = frozenset({"v1", "preview", "latest"})

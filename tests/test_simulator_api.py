@@ -236,6 +236,7 @@ async def test_v1_routes_take_the_deployment_from_the_body_and_check_api_version
         async with http.post(url, json={"model": CHAT, "messages": ask()}) as resp:
             assert resp.status == 200
             assert resp.headers["apim-request-id"]
+            assert resp.headers["x-ms-deployment-name"] == CHAT
         async with http.post(url + "?api-version=preview", json={"model": CHAT, "messages": ask()}) as resp:
             assert resp.status == 200
         async with http.post(url + "?api-version=2024-10-21", json={"model": CHAT, "messages": ask()}) as resp:
