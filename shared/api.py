@@ -2,6 +2,7 @@
 
 Azure shape: `/openai/deployments/{deployment}/chat/completions|embeddings?api-version=...`.
 OpenAI shape: `/openai/v1/...` and `/v1/...`, the deployment taken from `model`.
+Every other operation's path and body are read in `shared.surface`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from shared.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge
 from shared.models import DEFAULT_API_VERSION, GatewayRequest, Operation
+from shared.surface import STREAMABLE
 
 _AZURE_PATH = re.compile(r"^/openai/deployments/([^/]+)/(chat/completions|embeddings)/?$")
 _OPENAI_PATH = re.compile(r"^(?:/openai)?/v1/(chat/completions|embeddings)/?$")
@@ -28,7 +30,7 @@ class ApiCall:
 
     @property
     def stream(self) -> bool:
-        return self.operation is Operation.CHAT and self.body.get("stream") is True
+        return self.operation in STREAMABLE and self.body.get("stream") is True
 
 
 def route(request: GatewayRequest) -> tuple[Operation, str | None]:

@@ -86,6 +86,11 @@ CATALOG: tuple[Setting, ...] = (
     Setting("GATEWAY_COSMOS_CONTAINER", "semcache", "Cosmos DB container of the cache."),
     Setting("GATEWAY_PRICES", "{}", "JSON price table: deployment -> {input, output} per 1,000 tokens."),
     Setting("GATEWAY_LEDGER_FLUSH_SECONDS", "10", "How often usage ledger rows are written."),
+    Setting(
+        "GATEWAY_AFFINITY_DAYS",
+        "30",
+        "How long the backend of a stored response, file or batch is remembered (calls naming it go there).",
+    ),
     Setting("GATEWAY_LOG_PROMPTS", "false", "Log prompt text (off: prompts never reach logs)."),
     Setting(
         "GATEWAY_METRICS_ENDPOINT",

@@ -117,6 +117,7 @@ class Settings:
     cosmos_container: str = "semcache"
     prices: Mapping[str, TokenPrices] = field(default_factory=lambda: MappingProxyType({}))
     ledger_flush_seconds: float = 10.0
+    affinity_days: float = 30.0
     log_prompts: bool = False
     metrics_endpoint: bool = False
     traces_per_second: float = 1.0
@@ -381,6 +382,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         cosmos_container=r.raw("GATEWAY_COSMOS_CONTAINER") or "semcache",
         prices=_parse_prices(r),
         ledger_flush_seconds=r.number("GATEWAY_LEDGER_FLUSH_SECONDS", minimum=0.1),
+        affinity_days=r.number("GATEWAY_AFFINITY_DAYS", minimum=0.01),
         log_prompts=r.flag("GATEWAY_LOG_PROMPTS"),
         metrics_endpoint=r.flag("GATEWAY_METRICS_ENDPOINT"),
         traces_per_second=r.number("GATEWAY_TRACES_PER_SECOND", minimum=0),

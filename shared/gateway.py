@@ -15,6 +15,7 @@ import socket
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from shared.affinity import DAY, Affinity
 from shared.auth import Authenticator
 from shared.backendauth import credentials_for
 from shared.breaker import BreakerBoard
@@ -66,6 +67,7 @@ class Gateway:
             sync_seconds=settings.breaker_sync_seconds,
         )
         self.router = Router(settings.backends, self.breakers, clock)
+        self.affinity = Affinity(self.stores.affinity, clock, ttl_seconds=settings.affinity_days * DAY)
         self.credentials = credentials_for({b.name: b.auth for b in settings.backends}, clock)
         self.proxy = Proxy(
             self.router,

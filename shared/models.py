@@ -33,8 +33,35 @@ class GatewayResponse:
 
 
 class Operation(StrEnum):
+    """Every operation the gateway forwards; the value names it in metrics, logs and the ledger.
+
+    A deployment-scoped operation's value is also its path under
+    `/openai/deployments/{deployment}/`; the others (stored objects of an
+    Azure OpenAI resource) are named `<collection>.<verb>`.
+    """
+
     CHAT = "chat/completions"
     EMBEDDINGS = "embeddings"
+    COMPLETIONS = "completions"
+    IMAGE_GENERATIONS = "images/generations"
+    IMAGE_EDITS = "images/edits"
+    TRANSCRIPTIONS = "audio/transcriptions"
+    TRANSLATIONS = "audio/translations"
+    SPEECH = "audio/speech"
+    RESPONSES_CREATE = "responses.create"
+    RESPONSES_RETRIEVE = "responses.retrieve"
+    RESPONSES_DELETE = "responses.delete"
+    RESPONSES_INPUT_ITEMS = "responses.input_items"
+    RESPONSES_CANCEL = "responses.cancel"
+    FILES_CREATE = "files.create"
+    FILES_LIST = "files.list"
+    FILES_RETRIEVE = "files.retrieve"
+    FILES_DELETE = "files.delete"
+    FILES_CONTENT = "files.content"
+    BATCHES_CREATE = "batches.create"
+    BATCHES_LIST = "batches.list"
+    BATCHES_RETRIEVE = "batches.retrieve"
+    BATCHES_CANCEL = "batches.cancel"
 
 
 class SubscriptionState(StrEnum):
@@ -89,9 +116,29 @@ class Caller:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
+    """Tokens a backend reported. Cached prompt tokens and reasoning tokens are parts of the two counts, not extra."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_prompt_tokens: int = 0  # input_tokens_details.cached_tokens / prompt_tokens_details.cached_tokens
+    reasoning_tokens: int = 0  # output_tokens_details.reasoning_tokens / completion_tokens_details.reasoning_tokens
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, object]) -> Usage:
+        """A `usage` object in either shape: chat and completions (`prompt_tokens`), Responses (`input_tokens`)."""
+        prompt = _count(raw.get("prompt_tokens", raw.get("input_tokens")))
+        completion = _count(raw.get("completion_tokens", raw.get("output_tokens")))
+        prompt_details = raw.get("prompt_tokens_details", raw.get("input_tokens_details"))
+        completion_details = raw.get("completion_tokens_details", raw.get("output_tokens_details"))
+        cached = _count(prompt_details.get("cached_tokens")) if isinstance(prompt_details, Mapping) else 0
+        reasoning = _count(completion_details.get("reasoning_tokens")) if isinstance(completion_details, Mapping) else 0
+        return cls(prompt, completion, cached, reasoning)
+
+
+def _count(value: object) -> int:
+    # A backend's usage is trusted for its numbers, never for its types: anything else counts as none.
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

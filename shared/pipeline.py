@@ -8,13 +8,15 @@ however it ends).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from shared import api
+from shared import api, surface
+from shared.affinity import Placement, created_id, place, produced_files
 from shared.errors import (
     BackendsThrottled,
     Forbidden,
@@ -22,16 +24,20 @@ from shared.errors import (
     NotFound,
     QuotaExceeded,
     RateLimited,
+    ServiceUnavailable,
     Unauthorized,
     error_response,
+    retry_after_headers,
 )
 from shared.gateway import Gateway
 from shared.limits.limiter import Admission
 from shared.logs import request_id_var
 from shared.meter import prompt_of
-from shared.models import GatewayRequest, GatewayResponse, Usage
+from shared.models import DEFAULT_API_VERSION, Caller, GatewayRequest, GatewayResponse, Operation, Usage
 from shared.outcomes import Outcome, RequestRecord
-from shared.proxy import Attempt, BackendCall, Exhausted, RelayedStream
+from shared.proxy import Attempt, BackendCall, Exhausted, ProxyResult, RelayedStream
+from shared.routing import ACCOUNT
+from shared.surface import FORWARD_QUERY, LISTS, METERED, Body, Relay, Route
 
 if TYPE_CHECKING:
     from shared.cache.recorder import StreamRecorder
@@ -39,8 +45,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.pipeline")
 
 
-def _answer(body: bytes) -> dict[str, Any] | None:
-    """A backend's unary answer as JSON, parsed once for the meter and the cache."""
+def _answer(body: bytes, content_type: str = "application/json") -> dict[str, Any] | None:
+    """A backend's unary answer as JSON, parsed once for the meter and the cache (other content is not read)."""
+    if "json" not in content_type:
+        return None
     try:
         answer = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -52,7 +60,7 @@ def _usage_of(answer: dict[str, Any] | None) -> Usage | None:
     usage = answer.get("usage") if answer is not None else None
     if not isinstance(usage, dict):
         return None
-    return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+    return Usage.parse(usage)
 
 
 def _attempts(tried: tuple[Attempt, ...]) -> list[tuple[str, str, float]]:
@@ -78,24 +86,38 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
     record = RequestRecord(request.request_id, operation="unknown", trace=trace)
     admission: Admission | None = None
     try:
-        operation, deployment = api.route(request)
+        route = surface.route(request)
+        operation = route.operation
         record.operation = operation.value
         with trace.stage("auth"):
             caller = await gw.authenticator.authenticate(request.headers)
         record.caller = caller
-        call = api.parse(request, operation, deployment, gw.settings.max_body_bytes)
-        record.deployment, record.streamed = call.deployment, call.stream
-        if gw.settings.log_prompts:
+        if operation in (Operation.CHAT, Operation.EMBEDDINGS):
+            call = api.parse(request, operation, route.deployment, gw.settings.max_body_bytes)
+        else:
+            call = surface.parse(request, route, surface.body_limit(route.spec, gw.settings))
+        streamed = call.stream or route.spec.relay is Relay.BINARY
+        record.deployment, record.streamed = call.deployment or None, streamed
+        if gw.settings.log_prompts and route.spec.body is Body.JSON:
             record.prompt = prompt_of(call.body)
-        if not gw.router.knows(call.deployment):
-            raise NotFound(f"The deployment '{call.deployment}' does not exist.", code="DeploymentNotFound")
-        if not caller.may_use(call.deployment):
+        if call.deployment:
+            _check_deployment(gw, caller, call.deployment)
+        elif caller.allowed_deployments:
+            # A batch's input file names its deployments line by line, unread by the gateway: only a
+            # subscription that may use every deployment may use files and batches.
             raise Forbidden(
-                f"This subscription may not use the deployment '{call.deployment}'.",
+                "This subscription is limited to some deployments, so it may not use files or batches.",
                 code="deployment_not_allowed",
             )
+        with trace.stage("route"):
+            placement = await place(gw.affinity, gw.router, caller, route, call)
+        if placement.pin is not None and placement.pin.deployment and not call.deployment:
+            record.deployment = placement.pin.deployment
+            _check_deployment(gw, caller, placement.pin.deployment)
         with trace.stage("limits"):
             admission = await gw.limiter.admit(caller, call)
+        if operation in LISTS:
+            return await _list_everywhere(gw, request, route, record=record, admission=admission, started=started)
         with trace.stage("cache"):
             lookup = await gw.cache.lookup(caller, call, request.headers) if gw.cache is not None else None
         if lookup is not None:
@@ -107,17 +129,9 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
             record.seconds = time.perf_counter() - started
             await gw.meter.finish(record, admission)
             return gw.cache.respond(lookup, call, {**admission.headers, "x-request-id": request.request_id})
+        chat_stream = call.stream and operation is Operation.CHAT
         result = await gw.proxy.forward(
-            BackendCall(
-                deployment=call.deployment,
-                operation=operation.value,
-                body=api.with_usage_requested(call.body) if call.stream else request.body,
-                stream=call.stream,
-                strip_usage_chunk=call.stream and not api.wants_usage(call.body),
-                request_id=request.request_id,
-                api_version=call.api_version,
-                client_headers=request.headers,
-            ),
+            _backend_call(request, route, call, placement, streamed=streamed, chat_stream=chat_stream)
         )
         record.attempts = _attempts(result.attempts)
         if isinstance(result, Exhausted):
@@ -139,8 +153,9 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
     if lookup is not None:
         headers.update(lookup.headers)
     if result.stream is None:
-        answer = _answer(result.body) if result.status == 200 else None
-        record.usage = _usage_of(answer)
+        answer = _answer(result.body, result.headers.get("content-type", "")) if result.status == 200 else None
+        record.usage = _usage_of(answer) if operation in METERED else None
+        await _remember(gw, caller, route=route, call=call, result=result, answer=answer)
         record.outcome = Outcome.SUCCESS if result.status < 400 else Outcome.CLIENT_ERROR
         record.backend_seconds = result.backend_seconds
         record.seconds = time.perf_counter() - started
@@ -149,12 +164,160 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
             gw.cache.save(lookup, result.status, result.body, answer)
         return GatewayResponse(result.status, headers, result.body)
     headers["cache-control"] = "no-cache"
+    if result.stream.object_id is not None and call.body.get("store") is not False:
+        # Pinned before the caller sees the id, so a follow-up sent at once finds its backend.
+        await gw.affinity.pin(caller, result.stream.object_id, result.backend, call.deployment)
     recorder = gw.cache.recorder(lookup) if gw.cache is not None else None
     record.ready_seconds = time.perf_counter() - started  # the first event is here: the rest is the backend's pace
     record.backend_seconds = result.backend_seconds
     gw.stream_opened(result.stream)
     stream = _metered(gw, result.stream, record, admission, started, recorder=recorder)
     return GatewayResponse(200, headers, stream=stream)
+
+
+def _check_deployment(gw: Gateway, caller: Caller, deployment: str) -> None:
+    if not gw.router.knows(deployment):
+        raise NotFound(f"The deployment '{deployment}' does not exist.", code="DeploymentNotFound")
+    if not caller.may_use(deployment):
+        raise Forbidden(
+            f"This subscription may not use the deployment '{deployment}'.",
+            code="deployment_not_allowed",
+        )
+
+
+def _backend_call(
+    request: GatewayRequest,
+    route: Route,
+    call: api.ApiCall,
+    placement: Placement,
+    *,
+    streamed: bool,
+    chat_stream: bool,
+    pinned: str | None = None,
+) -> BackendCall:
+    """What the proxy sends: the caller's body as it came (JSON re-encoded only to ask a chat stream's usage)."""
+    spec = route.spec
+    params: dict[str, str] | None = None
+    if not spec.deployment_scoped:
+        params = {k: v for k in FORWARD_QUERY if (v := request.query.get(k))}
+        if not route.v1 or "api-version" in request.query:
+            params["api-version"] = call.api_version
+    content_type = {
+        Body.JSON: "application/json",
+        Body.MULTIPART: request.headers.get("content-type", ""),
+        Body.NONE: "",
+    }[spec.body]
+    return BackendCall(
+        deployment=placement.deployment,
+        operation=spec.operation.value,
+        body=api.with_usage_requested(call.body) if chat_stream else request.body,
+        stream=streamed,
+        strip_usage_chunk=chat_stream and not api.wants_usage(call.body),
+        request_id=request.request_id,
+        api_version=call.api_version,
+        client_headers=request.headers,
+        method=spec.method,
+        upstream_path=None if spec.deployment_scoped else route.upstream_path(),
+        params=params,
+        content_type=content_type,
+        relay=spec.relay.value if spec.relay is not None else "events",
+        name_model=spec.operation is Operation.RESPONSES_CREATE,
+        pinned=pinned or placement.pinned,
+        seek=placement.seek,
+    )
+
+
+async def _remember(
+    gw: Gateway,
+    caller: Caller,
+    *,
+    route: Route,
+    call: api.ApiCall,
+    result: ProxyResult,
+    answer: dict[str, Any] | None,
+) -> None:
+    """Affinity after a unary answer: pin what it created, forget what it deleted, pin a batch's result files."""
+    if result.status != 200:
+        return
+    if (object_id := created_id(route, call, answer)) is not None:
+        deployment = call.deployment if route.operation is Operation.RESPONSES_CREATE else ""
+        await gw.affinity.pin(caller, object_id, result.backend, deployment)
+    if route.spec.method == "DELETE" and route.object_id:
+        await gw.affinity.forget(route.object_id)
+    for file_id in produced_files(answer):
+        if not await gw.affinity.known(file_id):
+            await gw.affinity.pin(caller, file_id, result.backend, "")
+
+
+async def _list_everywhere(
+    gw: Gateway,
+    request: GatewayRequest,
+    route: Route,
+    *,
+    record: RequestRecord,
+    admission: Admission,
+    started: float,
+) -> GatewayResponse:
+    """`GET /files` and `GET /batches`: asked of every backend at once, merged newest first, the caller's own only.
+
+    Each backend pages by itself (`limit`, `after`); the merged page has
+    `has_more` if any backend had more. A backend that cannot answer is left
+    out and named in `x-gateway-unreachable`.
+    """
+    call = api.ApiCall(route.operation, "", {}, request.query.get("api-version") or DEFAULT_API_VERSION)
+    names = [b.name for b in gw.settings.backends]
+    results = await asyncio.gather(
+        *(
+            gw.proxy.forward(
+                _backend_call(request, route, call, Placement(ACCOUNT), streamed=False, chat_stream=False, pinned=n)
+            )
+            for n in names
+        )
+    )
+    items: list[dict[str, Any]] = []
+    has_more = False
+    unreachable: list[str] = []
+    answered: list[str] = []
+    for name, result in zip(names, results, strict=True):
+        record.attempts += _attempts(result.attempts)
+        answer = _answer(result.body) if isinstance(result, ProxyResult) and result.status == 200 else None
+        data = answer.get("data") if answer is not None else None
+        if answer is None or not isinstance(data, list):
+            unreachable.append(name)
+            continue
+        answered.append(name)
+        items += [item for item in data if isinstance(item, dict) and isinstance(item.get("id"), str)]
+        has_more = has_more or answer.get("has_more") is True
+    if not answered:
+        exc = ServiceUnavailable(
+            "No backend could list these objects now; retry later.", headers=retry_after_headers(10)
+        )
+        record.status, record.outcome, record.error = exc.status, Outcome.BACKEND_ERROR, exc.code
+        record.seconds = time.perf_counter() - started
+        await gw.meter.finish(record, admission)
+        return error_response(exc, request.request_id, admission.headers)
+    assert record.caller is not None  # noqa: S101 - authenticated before any listing
+    mine = await gw.affinity.mine(record.caller, (item["id"] for item in items))
+    items = sorted((i for i in items if i["id"] in mine), key=lambda i: i.get("created_at") or 0, reverse=True)
+    body = {
+        "object": "list",
+        "data": items,
+        "first_id": items[0]["id"] if items else None,
+        "last_id": items[-1]["id"] if items else None,
+        "has_more": has_more,
+    }
+    headers = {
+        "content-type": "application/json",
+        **admission.headers,
+        "x-request-id": request.request_id,
+        "x-gateway-backend": ",".join(answered),
+    }
+    if unreachable:
+        headers["x-gateway-unreachable"] = ",".join(unreachable)
+    record.status, record.outcome = 200, Outcome.SUCCESS
+    record.seconds = time.perf_counter() - started
+    await gw.meter.finish(record, admission)
+    return GatewayResponse(200, headers, json.dumps(body, separators=(",", ":")).encode())
 
 
 async def _metered(

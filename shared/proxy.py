@@ -6,6 +6,11 @@ nothing has reached the caller yet. Other 4xx answers are the caller's and pass
 through. After the first event of a stream has been sent, a backend failure
 ends the caller's stream with an error event. aiohttp exceptions are mapped
 in `shared.upstream`, which builds every backend URL and header set.
+
+A call naming a stored object (`shared.affinity`) is either `pinned` to the
+backend holding it (one attempt, no failover: another backend does not have
+it) or, when no backend is known for it, `seek`s it: a 404 moves on to the
+next backend, and the last 404 is the answer if none has it.
 """
 
 from __future__ import annotations
@@ -22,24 +27,38 @@ from shared import telemetry
 from shared.backendauth import BackendCredential
 from shared.breaker import BreakerBoard
 from shared.clock import Clock
-from shared.errors import AttemptFailed, BackendsThrottled, GatewayError, NoBackendAvailable, retry_after_headers
+from shared.errors import (
+    AffinityUnavailable,
+    AttemptFailed,
+    BackendsThrottled,
+    GatewayError,
+    NoBackendAvailable,
+    retry_after_headers,
+)
 from shared.httpsession import SessionProvider
 from shared.models import Usage
 from shared.routing import Candidate, Router, Unavailable, parse_retry_after
-from shared.sse import SseRelay, error_event
-from shared.upstream import deployment_url, mapped, request_headers
+from shared.sse import PassThrough, SseRelay, error_event
+from shared.surface import with_model
+from shared.upstream import account_url, deployment_url, mapped, request_headers
 
 log = logging.getLogger("gateway.proxy")
 
 # Backend response headers worth returning; the backend's own rate-limit headers describe the
 # shared backend, not the caller's subscription, so they stay here.
-RETURN_RESPONSE_HEADERS = ("content-type", "x-ms-region", "openai-processing-ms", "x-ms-deployment-name")
+RETURN_RESPONSE_HEADERS = (
+    "content-type",
+    "content-disposition",
+    "x-ms-region",
+    "openai-processing-ms",
+    "x-ms-deployment-name",
+)
 
 
 @dataclass(frozen=True, slots=True)
 class BackendCall:
-    deployment: str  # the gateway's name
-    operation: str  # "chat/completions" | "embeddings"
+    deployment: str  # the gateway's name (routing.ACCOUNT for files and batches)
+    operation: str  # an `Operation` value: for deployment-scoped operations, also the path
     body: bytes
     stream: bool
     strip_usage_chunk: bool
@@ -47,6 +66,14 @@ class BackendCall:
     api_version: str
     client_headers: Mapping[str, str]
     extra_headers: Mapping[str, str] = field(default_factory=dict)  # trace context
+    method: str = "POST"
+    upstream_path: str | None = None  # under /openai/ for account operations ("v1/files"); None: deployment-scoped
+    params: Mapping[str, str] | None = None  # the query sent; None: api-version alone
+    content_type: str = "application/json"  # the caller's for uploads; "" when there is no body
+    relay: str = "events"  # how a stream is relayed: "events", "typed" (Responses) or "binary"
+    name_model: bool = False  # write the backend's own deployment name into the JSON body's "model"
+    pinned: str | None = None  # the only backend to try: it holds the object the call names
+    seek: bool = False  # the object's backend is unknown: a 404 moves on to the next backend
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +88,7 @@ class StreamOutcome:
     """How a relayed stream ended, known once it has ended."""
 
     usage: Usage | None
-    completed: bool  # ended with [DONE]
+    completed: bool  # ended with [DONE] (Responses: response.completed; bytes: their end)
     error: str | None  # why the backend's side ended early, if it did
     content_events: int  # events that carried generated text (an estimate of tokens sent when cut)
 
@@ -77,7 +104,7 @@ class RelayedStream:
         self,
         response: aiohttp.ClientResponse,
         chunks: AsyncIterator[bytes],
-        relay: SseRelay,
+        relay: SseRelay | PassThrough,
         first: bytes,
         backend: str,
     ) -> None:
@@ -90,6 +117,11 @@ class RelayedStream:
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._events
 
+    @property
+    def object_id(self) -> str | None:
+        """The id a Responses stream announced in its first event (known once the stream is open)."""
+        return self._relay.object_id
+
     async def _run(self, chunks: AsyncIterator[bytes], first: bytes) -> AsyncGenerator[bytes, None]:
         relay = self._relay
         try:
@@ -98,13 +130,16 @@ class RelayedStream:
                 out = relay.feed(chunk)
                 if out:
                     yield out
+            relay.end()
             if not relay.done:
                 self._error = "the backend ended the stream early"
-                yield error_event("The backend ended the stream before it was complete.")
+                yield error_event("The backend ended the stream before it was complete.", typed=relay.typed)
         except (aiohttp.ClientError, TimeoutError) as exc:
             self._error = type(exc).__name__
             log.warning("backend %s failed mid-stream: %s", self._backend, type(exc).__name__)
-            yield error_event("The backend failed while streaming the response.")
+            if isinstance(relay, PassThrough):
+                raise  # bytes have no error event: the caller's connection is cut, so it sees a truncated body
+            yield error_event("The backend failed while streaming the response.", typed=relay.typed)
         finally:
             if relay.done:
                 self._response.release()  # read to the end: the connection can be reused
@@ -178,8 +213,10 @@ class Proxy:
         throttled_for: list[float] = []
         failures: list[str] = []
         unavailable: Unavailable | None = None
-        while len(attempts) < self._max_attempts:
-            choice = await self._router.next(call.deployment, tried)
+        missed: ProxyResult | None = None
+        limit = max(self._max_attempts, self._router.count(call.deployment)) if call.seek else self._max_attempts
+        while len(attempts) < limit:
+            choice = await self._next(call, tried)
             if isinstance(choice, Unavailable):
                 unavailable = choice
                 break
@@ -198,10 +235,10 @@ class Proxy:
                 continue
             span.end(str(answer.status))
             attempts.append(Attempt(choice.backend.name, str(answer.status), answer.backend_seconds))
-            if answer.status < 400:
+            if answer.status < 400 or (call.seek and _missing(answer)):
                 await self._breakers.success(choice.breaker_key)
             backend = choice.backend
-            return ProxyResult(
+            result = ProxyResult(
                 answer.status,
                 answer.headers,
                 backend.name,
@@ -211,8 +248,36 @@ class Proxy:
                 stream=answer.stream,
                 backend_seconds=answer.backend_seconds,
             )
+            if call.seek and _missing(answer):
+                missed = result  # not on this backend: look on the next one
+                continue
+            return result
+        if missed is not None:
+            return ProxyResult(
+                missed.status,
+                missed.headers,
+                missed.backend,
+                missed.region,
+                tuple(attempts),
+                body=missed.body,
+                backend_seconds=missed.backend_seconds,
+            )
         error = self._exhausted(call.deployment, attempts, throttled_for, failures, unavailable)
+        if call.pinned is not None and not isinstance(error, BackendsThrottled):
+            wait = min(throttled_for) if throttled_for else self._default_throttle
+            error = AffinityUnavailable(
+                f"The backend '{call.pinned}' that holds this object cannot be reached now "
+                f"({'; '.join(failures) or 'its circuit is open'}); no other backend has it. Retry later.",
+                headers=retry_after_headers(wait),
+            )
         return Exhausted(error, tuple(attempts))
+
+    async def _next(self, call: BackendCall, tried: set[str]) -> Candidate | Unavailable:
+        if call.pinned is None:
+            return await self._router.next(call.deployment, tried)
+        if tried:
+            return Unavailable(None, 0, 0)  # one attempt: no other backend holds the object
+        return await self._router.pinned(call.deployment, call.pinned)
 
     async def _after_failure(
         self,
@@ -257,18 +322,32 @@ class Proxy:
 
     async def _attempt(self, choice: Candidate, call: BackendCall, trace_headers: Mapping[str, str]) -> _Answer:
         backend = choice.backend
-        url = deployment_url(backend.endpoint, choice.deployment, call.operation)
+        if call.upstream_path is None:
+            url = deployment_url(backend.endpoint, choice.deployment, call.operation)
+        else:
+            url = account_url(backend.endpoint, call.upstream_path)
+        body = call.body
+        if call.name_model and choice.deployment and choice.deployment != call.deployment:
+            body = with_model(body, choice.deployment)
         credential = await self._credentials[backend.name].headers()
-        headers = request_headers(call.client_headers, call.request_id, credential, call.extra_headers, trace_headers)
+        headers = request_headers(
+            call.client_headers,
+            call.request_id,
+            credential,
+            call.extra_headers,
+            trace_headers,
+            content_type=call.content_type,
+        )
         session = await self._session()
         timeout = aiohttp.ClientTimeout(total=None, connect=backend.connect_timeout, sock_read=backend.read_timeout)
         started = time.perf_counter()
         with mapped():
             async with asyncio.timeout(backend.first_byte_timeout):
-                response = await session.post(
+                response = await session.request(
+                    call.method,
                     url,
-                    params={"api-version": call.api_version},
-                    data=call.body,
+                    params=call.params if call.params is not None else {"api-version": call.api_version},
+                    data=body or None,
                     headers=headers,
                     timeout=timeout,
                 )
@@ -299,7 +378,11 @@ class Proxy:
         first_byte_timeout: float,
         backend: str,
     ) -> RelayedStream:
-        relay = SseRelay(strip_usage_chunk=call.strip_usage_chunk)
+        relay: SseRelay | PassThrough = (
+            PassThrough()
+            if call.relay == "binary"
+            else SseRelay(strip_usage_chunk=call.strip_usage_chunk, typed=call.relay == "typed")
+        )
         first = b""
         chunks = response.content.iter_any()
         try:
@@ -317,3 +400,10 @@ class Proxy:
             response.close()
             raise AttemptFailed("empty_stream")
         return RelayedStream(response, chunks, relay, first, backend)
+
+
+def _missing(answer: _Answer) -> bool:
+    """A backend's answer that it does not hold the object: 404, or 400 naming the previous response it lacks."""
+    if answer.status == 404:
+        return True
+    return answer.status == 400 and b"previous_response_id" in answer.body

@@ -4,6 +4,11 @@ A backend deployment is unavailable while it is throttled (it said 429 and
 when to come back: `Retry-After`, `retry-after-ms`, `x-ratelimit-reset-*`) or
 while its circuit breaker is open. Throttle state is kept per (backend,
 deployment), not per endpoint: one busy deployment does not hide its siblings.
+
+Files and batches belong to an Azure OpenAI resource, not to a deployment:
+they are routed in the pseudo-deployment `ACCOUNT`, which every backend
+serves (with its own breaker and throttle state). A call that must reach one
+backend (an object stored there: `shared.affinity`) asks for it by name.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ from dataclasses import dataclass
 from shared.breaker import BreakerBoard
 from shared.clock import Clock
 from shared.config import BackendConfig
+
+# Not a possible deployment name (those start with a letter or digit), so it never meets a configured one.
+ACCOUNT = "_account"
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
 
@@ -69,9 +77,20 @@ class Router:
             serving = [b for b in backends if deployment in b.deployments]
             priorities = sorted({b.priority for b in serving})
             self._by_deployment[deployment] = [[b for b in serving if b.priority == p] for p in priorities]
+        priorities = sorted({b.priority for b in backends})
+        self._by_deployment[ACCOUNT] = [[b for b in backends if b.priority == p] for p in priorities]
+        self._backends = {b.name: b for b in backends}
 
     def knows(self, deployment: str) -> bool:
-        return deployment in self._by_deployment
+        return deployment in self._by_deployment and deployment != ACCOUNT
+
+    def count(self, deployment: str) -> int:
+        """How many backends serve `deployment` (ACCOUNT: every backend)."""
+        return sum(len(group) for group in self._by_deployment.get(deployment, []))
+
+    def serves(self, backend: str, deployment: str) -> bool:
+        found = self._backends.get(backend)
+        return found is not None and (deployment == ACCOUNT or deployment in found.deployments)
 
     def throttle(self, backend: str, deployment: str, seconds: float) -> None:
         until = self._clock.now() + seconds
@@ -105,5 +124,19 @@ class Router:
                 if not await self._breakers.allow(key):
                     open_breakers += 1
                     continue
-                return Candidate(backend, backend.deployments[deployment], key)
+                return Candidate(backend, backend.deployments.get(deployment, ""), key)
         return Unavailable(soonest, throttled, open_breakers)
+
+    async def pinned(self, deployment: str, backend_name: str) -> Candidate | Unavailable:
+        """The one backend an object lives on, if it may be tried now (same throttle and breaker rules)."""
+        backend = self._backends.get(backend_name)
+        if backend is None or not self.serves(backend_name, deployment):
+            return Unavailable(None, 0, 0)
+        until = self._throttled.get((backend.name, deployment), 0.0)
+        now = self._clock.now()
+        if until > now:
+            return Unavailable(until - now, 1, 0)
+        key = BreakerBoard.key(backend.name, deployment)
+        if not await self._breakers.allow(key):
+            return Unavailable(None, 0, 1)
+        return Candidate(backend, backend.deployments.get(deployment, ""), key)

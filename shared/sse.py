@@ -2,7 +2,14 @@
 
 Bytes are forwarded event by event as they arrive; only an event that
 carries a usage object is parsed as JSON, so the relay costs little more
-than a `find` per chunk.
+than a `find` per chunk. Two dialects: chat and legacy completions end with
+`data: [DONE]` and carry `usage` at the top of a chunk; the Responses API
+sends typed events (`event: response.output_text.delta`) and ends with
+`response.completed` (or `.failed` / `.incomplete`), whose `response.usage`
+is the one read (`input_tokens`, `output_tokens` and their details). Its
+first event, `response.created`, names the stored response's id, which the
+gateway pins to the backend (`shared.affinity`). `PassThrough` relays
+bytes that are not events at all (speech audio, file contents) unchanged.
 """
 
 from __future__ import annotations
@@ -15,8 +22,15 @@ _SEPARATORS = (b"\n\n", b"\r\n\r\n")
 DONE = b"data: [DONE]\n\n"
 
 
-def error_event(message: str, code: str = "backend_error") -> bytes:
-    """A well-formed error event; the openai SDK raises it as an APIError."""
+# The events that end a Responses stream; nothing follows them (no [DONE]).
+_RESPONSE_ENDS = (b'"response.completed"', b'"response.failed"', b'"response.incomplete"')
+
+
+def error_event(message: str, code: str = "backend_error", *, typed: bool = False) -> bytes:
+    """A well-formed error event; the openai SDK raises it as an APIError (a Responses stream: an `error` event)."""
+    if typed:
+        payload: dict[str, object] = {"type": "error", "code": code, "message": message, "param": None}
+        return b"event: error\ndata: " + json.dumps(payload).encode() + b"\n\n"
     payload = {"error": {"message": message, "type": "server_error", "code": code, "param": None}}
     return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
@@ -29,13 +43,18 @@ def _data(event: bytes) -> bytes:
 class SseRelay:
     """Feed upstream bytes; get back whole events to forward, and the usage once seen."""
 
-    def __init__(self, *, strip_usage_chunk: bool) -> None:
+    def __init__(self, *, strip_usage_chunk: bool, typed: bool = False) -> None:
         self._strip = strip_usage_chunk
+        self.typed = typed  # the Responses API's typed events
         self._buffer = b""
         self.usage: Usage | None = None
         self.done = False
         self.events = 0
         self.content_events = 0  # events carrying generated text: about one token each
+        self.object_id: str | None = None  # a Responses stream's response id, from `response.created`
+
+    def end(self) -> None:
+        """The backend closed the stream; an event stream is complete only if its last event said so."""
 
     def feed(self, chunk: bytes) -> bytes:
         """Complete events from this chunk (and any held-over partial event), ready to send."""
@@ -61,10 +80,12 @@ class SseRelay:
 
     def _keep(self, event: bytes) -> bool:
         self.events += 1
+        if self.typed:
+            return self._typed(event)
         if b"[DONE]" in event and _data(event) == b"[DONE]":
             self.done = True
             return True
-        if b'"content":"' in event or b'"content": "' in event:
+        if b'"content":"' in event or b'"content": "' in event or b'"text":"' in event:
             self.content_events += 1
         at = event.find(b'"usage"')
         if at < 0:
@@ -78,11 +99,56 @@ class SseRelay:
             return True
         usage = payload.get("usage") if isinstance(payload, dict) else None
         if isinstance(usage, dict):
-            self.usage = Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+            self.usage = Usage.parse(usage)
             if self._strip and not payload.get("choices"):
                 return False
+        return True
+
+    def _typed(self, event: bytes) -> bool:
+        """A Responses event: deltas counted, the id read from the first event, the usage from the last."""
+        if b"output_text.delta" in event or b"arguments.delta" in event:
+            self.content_events += 1
+            return True
+        created = self.object_id is None and b'"response.created"' in event
+        ends = any(marker in event for marker in _RESPONSE_ENDS)
+        if not (created or ends):
+            if b'"type":"error"' in event or b"event: error" in event:
+                self.done = True  # the backend's own error event ends the stream; nothing of ours is added
+            return True
+        try:
+            payload = json.loads(_data(event))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return True
+        response = payload.get("response") if isinstance(payload, dict) else None
+        if not isinstance(response, dict):
+            return True
+        if created and isinstance(response.get("id"), str):
+            self.object_id = response["id"]
+        if ends and payload.get("type") in ("response.completed", "response.failed", "response.incomplete"):
+            self.done = True
+            usage = response.get("usage")
+            if isinstance(usage, dict):
+                self.usage = Usage.parse(usage)
         return True
 
     def leftover(self) -> bytes:
         """An unterminated trailing event (the stream ended mid-event)."""
         return self._buffer
+
+
+class PassThrough:
+    """Bytes that are not events (speech audio, a file's content), relayed as they come; complete when they end."""
+
+    typed = False
+    usage: Usage | None = None
+    content_events = 0
+    object_id: str | None = None
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        return chunk
+
+    def end(self) -> None:
+        self.done = True

@@ -228,3 +228,42 @@ def completion_budget(body: Mapping[str, object], default: int) -> int:
     """Completion tokens a call may produce: `max_completion_tokens`, else `max_tokens`, else `default`; times n."""
     limit = _positive_int(body.get("max_completion_tokens")) or _positive_int(body.get("max_tokens")) or default
     return limit * (_positive_int(body.get("n")) or 1)
+
+
+def estimate_completions_prompt(body: Mapping[str, object]) -> int:
+    """Prompt tokens of a legacy completions body: its `prompt` (a string, strings, or token ids)."""
+    return REPLY_PRIMING + _input_tokens(body.get("prompt"))
+
+
+def _response_item_tokens(item: object) -> int:
+    if isinstance(item, str):
+        return count_text(item)
+    if isinstance(item, Mapping):
+        if "content" in item or "role" in item:
+            return _message_tokens(item)
+        return _json_tokens(item)  # function calls and their outputs, reasoning items: their JSON is close
+    return 0
+
+
+def estimate_responses_input(body: Mapping[str, object]) -> int:
+    """Input tokens of a Responses API body this request adds: `instructions`, `input` items, tools.
+
+    A follow-up (`previous_response_id`) is also billed the stored conversation
+    before it; that part is unknown here and is charged when the usage comes back.
+    """
+    total = REPLY_PRIMING
+    instructions = body.get("instructions")
+    if isinstance(instructions, str):
+        total += count_text(instructions)
+    raw = body.get("input")
+    items = raw if isinstance(raw, list) else [raw]
+    total += sum(_response_item_tokens(item) for item in items)
+    tools = body.get("tools")
+    if tools:
+        total += _json_tokens(tools)
+    return total
+
+
+def output_budget(body: Mapping[str, object], default: int) -> int:
+    """Output tokens a Responses call may produce: `max_output_tokens`, else `default`."""
+    return _positive_int(body.get("max_output_tokens")) or default

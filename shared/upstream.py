@@ -23,18 +23,30 @@ def deployment_url(endpoint: str, backend_deployment: str, operation: str) -> st
     return f"{endpoint}/openai/deployments/{backend_deployment}/{operation}"
 
 
+def account_url(endpoint: str, path: str) -> str:
+    """Azure's URL for an operation of the resource itself (`responses`, `v1/files/{id}`, ...)."""
+    return f"{endpoint}/openai/{path}"
+
+
 def request_headers(
     client_headers: Mapping[str, str],
     request_id: str,
     credential_headers: Mapping[str, str],
     *extra: Mapping[str, str],
+    content_type: str = "application/json",
 ) -> dict[str, str]:
-    """What a backend receives: the caller's harmless headers, ours, then the backend's credential last."""
+    """What a backend receives: the caller's harmless headers, ours, then the backend's credential last.
+
+    `content_type` is what the body really is: JSON, or an upload's own
+    multipart type with its boundary; "" for a call without a body.
+    """
     headers = {k: v for k in FORWARD_REQUEST_HEADERS if (v := client_headers.get(k))}
     for more in extra:
         headers.update(more)
     headers["x-ms-client-request-id"] = request_id
-    headers["content-type"] = "application/json"
+    headers.pop("content-type", None)
+    if content_type:
+        headers["content-type"] = content_type
     headers.update(credential_headers)
     return headers
 

@@ -7,7 +7,7 @@ import itertools
 from collections.abc import Callable
 
 from shared.models import Subscription
-from shared.stores.protocols import CounterChange, Counters, UsageBatch, UsageKey, UsageRow, Versioned
+from shared.stores.protocols import CounterChange, Counters, Pin, UsageBatch, UsageKey, UsageRow, Versioned
 
 
 class EmbeddedSubscriptionStore:
@@ -111,3 +111,27 @@ class EmbeddedLedgerStore:
             for key, row in self._rows.items()
             if start_hour <= key.hour < end_hour and subscription_id in (None, key.subscription_id)
         ]
+
+
+class EmbeddedAffinityStore:
+    """Pins in a dict; expired ones are dropped when read (and the oldest when it holds `max_records`)."""
+
+    def __init__(self, max_records: int = 100_000) -> None:
+        self._pins: dict[str, Pin] = {}
+        self._max = max_records
+
+    async def pin(self, object_id: str, pin: Pin) -> None:
+        self._pins.pop(object_id, None)
+        if len(self._pins) >= self._max:
+            del self._pins[next(iter(self._pins))]  # dicts keep insertion order: the oldest goes
+        self._pins[object_id] = pin
+
+    async def find(self, object_id: str, now: float) -> Pin | None:
+        pin = self._pins.get(object_id)
+        if pin is not None and pin.expires_at <= now:
+            del self._pins[object_id]
+            return None
+        return pin
+
+    async def forget(self, object_id: str) -> None:
+        self._pins.pop(object_id, None)

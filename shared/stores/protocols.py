@@ -103,6 +103,35 @@ class CounterStore(Protocol):
     async def read(self, partition: str, row: str) -> Counters: ...
 
 
+# --- affinity: where a stored object lives ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Pin:
+    """Which backend holds a stored object (a response, a file, a batch), whose it is, and until when we remember."""
+
+    backend: str
+    subscription_id: str
+    deployment: str  # the gateway's deployment name, "" for files and batches
+    expires_at: float  # epoch seconds; after it the record is as good as absent
+
+
+class AffinityStore(Protocol):
+    """Object id -> `Pin`, shared by every instance. Ids are the backend's; a record is written once per object."""
+
+    async def pin(self, object_id: str, pin: Pin) -> None:
+        """Store (or replace) the record of `object_id`."""
+        ...
+
+    async def find(self, object_id: str, now: float) -> Pin | None:
+        """The record, if there is one that has not expired by `now`."""
+        ...
+
+    async def forget(self, object_id: str) -> None:
+        """Remove the record (the object was deleted); absent records are fine."""
+        ...
+
+
 # --- usage ledger -----------------------------------------------------------------------------
 
 

@@ -32,7 +32,13 @@ BREAKER_TO = "gateway.breaker.to"
 PROBE_OK = "gateway.probe.ok"
 
 PROVIDER_NAME = "azure.ai.openai"
-GEN_AI_OPERATIONS = {"chat/completions": "chat", "embeddings": "embeddings"}
+# The semantic conventions' names; a Responses API call is a chat turn to them, a legacy completion a text_completion.
+GEN_AI_OPERATIONS = {
+    "chat/completions": "chat",
+    "embeddings": "embeddings",
+    "completions": "text_completion",
+    "responses.create": "chat",
+}
 CACHE_STATES = {"HIT": "hit", "MISS": "miss", "BYPASS": "bypass"}
 
 # The semantic conventions' advice for GenAI histograms.

@@ -1,0 +1,246 @@
+"""End to end: every operation an app uses, through the official `openai` SDK, the local Functions host and simulators.
+
+Responses (plain, streamed, chains pinned to the backend that stored them),
+files and batches (affinity of their ids, lists merged from every backend),
+legacy completions, images, audio uploads and speech downloads, and the
+errors the SDK must or must not retry.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import openai
+import pytest
+from openai import AzureOpenAI, OpenAI
+from pydantic import BaseModel
+
+from shared.clock import SYSTEM_CLOCK, Clock
+from shared.gateway import Gateway
+from simulator import SimulatorConfig, SimulatorThread
+from tests.fixtures.servers import GatewayServer, settings_for
+
+KEY = "test-subscription-key-0123456789abcdef"
+ADMIN = "test-admin-key"
+RESPONSES_VERSION = "2025-04-01-preview"
+
+
+@pytest.fixture
+def sims() -> Iterator[Callable[..., SimulatorThread]]:
+    started: list[SimulatorThread] = []
+
+    def make(name: str, **kwargs: Any) -> SimulatorThread:
+        kwargs.setdefault("batch_step_seconds", 0.05)
+        config = SimulatorConfig(name=name, deployments=("chat", "embed"), api_key="sim-key", **kwargs)
+        sim = SimulatorThread(config).start()
+        started.append(sim)
+        return sim
+
+    yield make
+    for sim in started:
+        sim.stop()
+
+
+def backend(name: str, url: str, priority: int = 1, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "endpoint": url, "priority": priority, "deployments": ["chat", "embed"], **extra}
+
+
+@pytest.fixture
+def start(gateway_server: Callable[..., GatewayServer]) -> Callable[..., GatewayServer]:
+    def start_gateway(backends: list[dict[str, Any]], clock: Clock = SYSTEM_CLOCK, **env: str) -> GatewayServer:
+        settings = settings_for(backends, GATEWAY_DEMO_KEY=KEY, GATEWAY_ADMIN_KEY=ADMIN, **env)
+        return gateway_server(lambda: Gateway(settings, clock=clock))
+
+    return start_gateway
+
+
+def v1(gw: GatewayServer) -> OpenAI:
+    return OpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=0)
+
+
+def azure(gw: GatewayServer, api_version: str = RESPONSES_VERSION) -> AzureOpenAI:
+    return AzureOpenAI(azure_endpoint=gw.url, api_key=KEY, api_version=api_version, max_retries=0)
+
+
+def raw(
+    gw: GatewayServer, path: str, *, method: str = "GET", body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], dict[str, Any]]:
+    request = urllib.request.Request(
+        gw.url + path, data=body, method=method, headers={"api-key": KEY, **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as err:
+        return err.code, {k.lower(): v for k, v in err.headers.items()}, json.loads(err.read() or b"{}")
+
+
+def paths(sim: SimulatorThread) -> list[str]:
+    return [str(r["path"]) for r in sim.requests()]
+
+
+# --- responses ---------------------------------------------------------------------------------
+
+
+def test_a_response_plain_through_both_shapes(sims: Callable[..., SimulatorThread], start: Callable[..., Any]) -> None:
+    sim = sims("a")
+    gw = start([backend("a", sim.url)])
+    plain = v1(gw).responses.create(model="chat", input="Say something about gateways", max_output_tokens=8)
+    assert plain.output_text
+    assert plain.usage is not None
+    assert plain.usage.output_tokens > 0
+    shaped = azure(gw).responses.create(model="chat", input="And again", max_output_tokens=8)
+    assert shaped.output_text
+    assert shaped.id != plain.id
+    assert "/openai/v1/responses" in paths(sim)
+    assert "/openai/responses" in paths(sim)  # the api-version shape goes upstream in that shape
+
+
+def test_a_streamed_response_is_relayed_event_by_event_and_metered_from_response_completed(
+    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+) -> None:
+    gw = start([backend("a", sims("a").url)], GATEWAY_METRICS_ENDPOINT="true")
+    client = v1(gw)
+    events = list(client.responses.create(model="chat", input="Stream me", max_output_tokens=6, stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[0] == "response.created"
+    assert kinds[-1] == "response.completed"
+    assert "response.output_text.delta" in kinds
+    assert not any(k == "error" for k in kinds)
+    completed = events[-1]
+    assert completed.type == "response.completed"
+    usage = completed.response.usage
+    assert usage is not None
+    # The stored response is found again (the stream pinned its id) and its usage reached the ledger and metrics.
+    assert client.responses.retrieve(completed.response.id).status == "completed"
+    status, _, report = raw(gw, "/usage")
+    assert status == 200, report
+    current = report["current"]
+    # Exactly the streamed call's usage: reading the stored response again charges nothing.
+    assert current["prompt_tokens"] == usage.input_tokens
+    assert current["completion_tokens"] == usage.output_tokens
+    assert current["requests"] == 2
+    request = urllib.request.Request(gw.url + "/metrics", headers={"x-admin-key": ADMIN})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        metrics = resp.read().decode()
+    sums = {
+        kind: sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("gen_ai_client_token_usage_sum{") and f'gen_ai_token_type="{kind}"' in line
+        )
+        for kind in ("input", "output")
+    }
+    assert sums == {"input": usage.input_tokens, "output": usage.output_tokens}
+
+
+def test_a_chain_of_follow_ups_lands_on_the_backend_that_stored_each_predecessor(
+    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+) -> None:
+    a, b = sims("a"), sims("b")
+    gw = start([backend("a", a.url), backend("b", b.url)])
+    client = v1(gw)
+    first = client.responses.with_raw_response.create(model="chat", input="Start a story", max_output_tokens=4)
+    home = first.headers["x-gateway-backend"]
+    previous = first.parse().id
+    for turn in range(9):
+        raw_reply = client.responses.with_raw_response.create(
+            model="chat", input=f"Go on ({turn})", previous_response_id=previous, max_output_tokens=4
+        )
+        assert raw_reply.headers["x-gateway-backend"] == home
+        previous = raw_reply.parse().id
+    items = client.responses.input_items.list(previous)
+    assert items.data
+    client.responses.delete(previous)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(previous)
+
+
+def test_a_pinned_backend_that_is_down_answers_503_with_retry_after_not_another_backends_404(
+    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+) -> None:
+    a, b = sims("a"), sims("b")
+    gw = start([backend("a", a.url), backend("b", b.url)])
+    client = v1(gw)
+    made = client.responses.with_raw_response.create(model="chat", input="Remember me", max_output_tokens=4)
+    home = made.headers["x-gateway-backend"]
+    (a if home == "a" else b).set_faults(down=True)
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.responses.create(model="chat", input="Next", previous_response_id=made.parse().id)
+    assert caught.value.status_code == 503
+    assert caught.value.code == "affinity_backend_unavailable"
+    assert caught.value.response.headers["retry-after"]
+    # A call without a stored predecessor still fails over to the other backend.
+    assert client.responses.create(model="chat", input="Fresh start", max_output_tokens=4).output_text
+
+
+def test_another_subscriptions_response_is_not_found(
+    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+) -> None:
+    gw = start([backend("a", sims("a").url)])
+    made = v1(gw).responses.create(model="chat", input="Mine", max_output_tokens=4)
+    status, _, created = raw(
+        gw,
+        "/gateway/admin/subscriptions",
+        method="POST",
+        body=json.dumps({"name": "other team"}).encode(),
+        headers={"x-admin-key": ADMIN, "content-type": "application/json"},
+    )
+    assert status in (200, 201), created
+    other = OpenAI(base_url=gw.url + "/v1", api_key=created["primary_key"], max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        other.responses.retrieve(made.id)
+
+
+# --- chat features through the gateway ----------------------------------------------------------
+
+
+class Weather(BaseModel):
+    city: str
+    degrees: int
+
+
+def test_chat_completions_parse_with_a_pydantic_model(
+    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+) -> None:
+    gw = start([backend("a", sims("a").url)])
+    parsed = v1(gw).chat.completions.parse(
+        model="chat", messages=[{"role": "user", "content": "Weather in Paris?"}], response_format=Weather
+    )
+    weather = parsed.choices[0].message.parsed
+    assert isinstance(weather, Weather)
+
+
+def test_streamed_tool_calls(sims: Callable[..., SimulatorThread], start: Callable[..., Any]) -> None:
+    gw = start([backend("a", sims("a").url)])
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            },
+        }
+    ]
+    chunks = list(
+        azure(gw, "2024-10-21").chat.completions.create(
+            model="chat",
+            messages=[{"role": "user", "content": "Weather in Oslo?"}],
+            tools=tools,  # type: ignore[arg-type]
+            tool_choice="required",
+            stream=True,
+        )
+    )
+    arguments = "".join(
+        call.function.arguments or ""
+        for c in chunks
+        if c.choices
+        for call in (c.choices[0].delta.tool_calls or [])
+        if call.function is not None
+    )
+    assert "city" in json.loads(arguments)
+    assert any(c.choices and c.choices[0].finish_reason == "tool_calls" for c in chunks)
