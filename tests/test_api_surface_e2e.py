@@ -9,6 +9,7 @@ errors the SDK must or must not retry.
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -67,7 +68,12 @@ def azure(gw: GatewayServer, api_version: str = RESPONSES_VERSION) -> AzureOpenA
 
 
 def raw(
-    gw: GatewayServer, path: str, *, method: str = "GET", body: bytes | None = None, headers: dict[str, str] | None = None
+    gw: GatewayServer,
+    path: str,
+    *,
+    method: str = "GET",
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], dict[str, Any]]:
     request = urllib.request.Request(
         gw.url + path, data=body, method=method, headers={"api-key": KEY, **(headers or {})}
@@ -244,3 +250,83 @@ def test_streamed_tool_calls(sims: Callable[..., SimulatorThread], start: Callab
     )
     assert "city" in json.loads(arguments)
     assert any(c.choices and c.choices[0].finish_reason == "tool_calls" for c in chunks)
+
+
+# --- files and batches -----------------------------------------------------------------------------
+
+
+def _batch_file(lines: int) -> bytes:
+    return b"".join(
+        json.dumps(
+            {
+                "custom_id": f"r{i}",
+                "method": "POST",
+                "url": "/chat/completions",
+                "body": {"model": "chat", "messages": [{"role": "user", "content": f"Question {i}"}], "max_tokens": 5},
+            }
+        ).encode()
+        + b"\n"
+        for i in range(lines)
+    )
+
+
+def test_a_file_upload_then_a_batch_that_references_it_polled_to_completion(
+    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+) -> None:
+    a, b = sims("a"), sims("b")
+    gw = start([backend("a", a.url), backend("b", b.url)])
+    client = azure(gw)
+    uploaded = client.files.with_raw_response.create(file=("requests.jsonl", _batch_file(3)), purpose="batch")
+    home = uploaded.headers["x-gateway-backend"]
+    file = uploaded.parse()
+    assert file.bytes > 0
+    # The upload reached the backend byte for byte, as a multipart form with its own boundary.
+    upload = [r for r in (a if home == "a" else b).requests() if str(r["path"]).endswith("/files")][-1]
+    assert upload["body"]["file"]["bytes"] == len(_batch_file(3))  # type: ignore[index]
+    made = client.batches.with_raw_response.create(
+        input_file_id=file.id, endpoint="/chat/completions", completion_window="24h"
+    )
+    assert made.headers["x-gateway-backend"] == home  # the batch goes where its input file is
+    batch = made.parse()
+    for _ in range(200):
+        batch = client.batches.retrieve(batch.id)
+        if batch.status in ("completed", "failed"):
+            break
+        time.sleep(0.02)
+    assert batch.status == "completed"
+    assert batch.output_file_id is not None
+    output = client.files.content(batch.output_file_id).read()  # pinned when the batch was seen complete
+    lines = [json.loads(line) for line in output.splitlines()]
+    assert len(lines) == 3
+    assert {line["custom_id"] for line in lines} == {"r0", "r1", "r2"}
+    listed = v1(gw).files.list()
+    assert {f.id for f in listed.data} >= {file.id, batch.output_file_id}
+    assert batch.id in {b.id for b in client.batches.list().data}
+    assert client.files.delete(file.id).deleted
+
+
+def test_lists_show_only_the_callers_own_objects(
+    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+) -> None:
+    sim = sims("a")
+    gw = start([backend("a", sim.url)])
+    # A file uploaded to the backend directly, not through the gateway: no subscription of the gateway owns it.
+    boundary = "xyz123"
+    form = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.jsonl"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n{}\r\n"
+        f"--{boundary}--\r\n"
+    ).encode()
+    direct = urllib.request.Request(
+        sim.url + "/openai/v1/files",
+        data=form,
+        method="POST",
+        headers={"api-key": "sim-key", "content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+    with urllib.request.urlopen(direct, timeout=10) as resp:
+        foreign = json.loads(resp.read())["id"]
+    mine = v1(gw).files.create(file=("mine.jsonl", b"{}\n"), purpose="batch")
+    listed = {f.id for f in v1(gw).files.list().data}
+    assert mine.id in listed
+    assert foreign not in listed
