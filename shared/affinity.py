@@ -83,6 +83,15 @@ class Affinity:
             return set()
         return {i for i, pin in zip(ids, pins, strict=True) if pin and pin.subscription_id == caller.subscription_id}
 
+    async def claim(self, caller: Caller, marker: str, backend: str) -> bool:
+        """True for exactly one instance (across all of them) that claims `marker`; False if storage is down."""
+        pin = Pin(backend, caller.subscription_id, "", self._clock.now() + self._ttl)
+        try:
+            return await self._store.claim(marker, pin)
+        except StoreUnavailable as exc:
+            log.warning("could not claim %s (%s); left for a later read", marker, exc)
+            return False
+
     async def known(self, object_id: str) -> bool:
         try:
             return await self._store.find(object_id, self._clock.now()) is not None

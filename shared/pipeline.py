@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from shared import api, surface
+from shared import api, batchusage, surface
 from shared.affinity import Placement, created_id, place, produced_files
 from shared.errors import (
     BackendsThrottled,
@@ -247,6 +247,8 @@ async def _remember(
     for file_id in produced_files(answer):
         if not await gw.affinity.known(file_id):
             await gw.affinity.pin(caller, file_id, result.backend, "")
+    if route.operation is Operation.BATCHES_RETRIEVE:
+        await batchusage.meter_when_completed(gw, caller, answer, result.backend, v1=route.v1)
 
 
 async def _list_everywhere(

@@ -176,3 +176,10 @@ def test_a_chain_of_follow_ups_from_two_instances_lands_where_each_predecessor_i
     # Every follow-up reached the home backend: no 404 was ever answered by a simulator.
     statuses = [r["status"] for sim in (a, b) for r in sim.requests()]
     assert "404" not in statuses
+
+
+async def test_of_two_claims_of_one_marker_exactly_one_wins(stores: Stores) -> None:
+    pin = Pin("east", "sub-1", "", 2e9)
+    assert await stores.affinity.claim("usage-batch_1", pin)
+    assert not await stores.affinity.claim("usage-batch_1", pin)
+    assert await stores.affinity.claim("usage-batch_2", pin)

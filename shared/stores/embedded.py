@@ -133,5 +133,11 @@ class EmbeddedAffinityStore:
             return None
         return pin
 
+    async def claim(self, object_id: str, pin: Pin) -> bool:
+        if object_id in self._pins:
+            return False
+        await self.pin(object_id, pin)
+        return True
+
     async def forget(self, object_id: str) -> None:
         self._pins.pop(object_id, None)

@@ -127,6 +127,10 @@ class AffinityStore(Protocol):
         """The record, if there is one that has not expired by `now`."""
         ...
 
+    async def claim(self, object_id: str, pin: Pin) -> bool:
+        """Store the record only if none exists (expired or not); True for the one caller that stored it."""
+        ...
+
     async def forget(self, object_id: str) -> None:
         """Remove the record (the object was deleted); absent records are fine."""
         ...

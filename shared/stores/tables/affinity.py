@@ -25,18 +25,24 @@ def _key(object_id: str) -> str:
     return object_id if SAFE_KEY.match(object_id) else "h-" + hashlib.sha256(object_id.encode()).hexdigest()
 
 
+def _values(pin: Pin) -> dict[str, object]:
+    return {
+        "backend": pin.backend,
+        "subscription": pin.subscription_id,
+        "deployment": pin.deployment,
+        "expires_at": float(pin.expires_at),
+    }
+
+
 class TableAffinityStore:
     def __init__(self, account: TableAccount) -> None:
         self._t = TableRows(account, AFFINITY)
 
     async def pin(self, object_id: str, pin: Pin) -> None:
-        values = {
-            "backend": pin.backend,
-            "subscription": pin.subscription_id,
-            "deployment": pin.deployment,
-            "expires_at": float(pin.expires_at),
-        }
-        await self._t.upsert(_key(object_id), _ROW, values)
+        await self._t.upsert(_key(object_id), _ROW, _values(pin))
+
+    async def claim(self, object_id: str, pin: Pin) -> bool:
+        return await self._t.create(_key(object_id), _ROW, _values(pin)) is not None
 
     async def find(self, object_id: str, now: float) -> Pin | None:
         row = await self._t.get(_key(object_id), _ROW)
