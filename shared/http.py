@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 
-from shared import admin, pipeline, usage
+from shared import admin, api, deployments, pages, pipeline, usage
 from shared.errors import GatewayError, NotFound
 from shared.gateway import Gateway
 from shared.models import GatewayRequest, GatewayResponse
@@ -36,8 +36,29 @@ async def metrics(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
     return GatewayResponse(200, {"content-type": PROMETHEUS_TEXT, "x-request-id": request.request_id}, body)
 
 
+async def openai_api(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
+    """The OpenAI-compatible surface: the model list is the gateway's own answer, every other call the pipeline's."""
+    try:
+        models_call = api.models_route(request)
+    except GatewayError as exc:
+        headers = {"content-type": "application/json", "x-request-id": request.request_id, **exc.headers}
+        return GatewayResponse(exc.status, headers, exc.body())
+    if models_call is not None:
+        return await deployments.handle(gateway, request, models_call)
+    return await pipeline.handle(gateway, request)
+
+
+async def fallback(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
+    """Whatever no other function claims: `/` goes to the chat page, the rest is the API's (a 404 envelope)."""
+    if request.path == "/":
+        return await pages.handle(gateway, request)
+    return await openai_api(gateway, request)
+
+
 ENTRIES: dict[str, Callable[[Gateway, GatewayRequest], Awaitable[GatewayResponse]]] = {
-    "proxy": pipeline.handle,
+    "proxy": openai_api,
+    "fallback": fallback,
+    "pages": pages.handle,
     "health": health,
     "admin": admin.handle,
     "usage": usage.handle_subscription,
