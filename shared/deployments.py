@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from shared.errors import GatewayError, NotFound
+from shared.errors import NotFound
 from shared.models import Caller, GatewayRequest, GatewayResponse
 
 if TYPE_CHECKING:
@@ -35,16 +35,14 @@ def visible(gateway: Gateway, caller: Caller) -> list[str]:
 
 
 async def handle(gateway: Gateway, request: GatewayRequest, call: ModelsCall) -> GatewayResponse:
-    headers = {"content-type": "application/json", "x-request-id": request.request_id}
-    try:
-        caller = await gateway.authenticator.authenticate(request.headers)
-        names = visible(gateway, caller)
-        if call.model is None:
-            payload: dict[str, Any] = {"object": "list", "data": [model_view(n) for n in names]}
-        elif call.model in names:
-            payload = model_view(call.model)
-        else:
-            raise NotFound(f"The model '{call.model}' does not exist.", code="model_not_found", param="model")
-    except GatewayError as exc:
-        return GatewayResponse(exc.status, {**headers, **exc.headers}, exc.body())
-    return GatewayResponse(200, {**headers, "cache-control": "no-store"}, json.dumps(payload).encode())
+    """The list or one model; errors are raised, and answered in the envelope by `shared.http.serve`."""
+    caller = await gateway.authenticator.authenticate(request.headers)
+    names = visible(gateway, caller)
+    if call.model is None:
+        payload: dict[str, Any] = {"object": "list", "data": [model_view(n) for n in names]}
+    elif call.model in names:
+        payload = model_view(call.model)
+    else:
+        raise NotFound(f"The model '{call.model}' does not exist.", code="model_not_found", param="model")
+    headers = {"content-type": "application/json", "x-request-id": request.request_id, "cache-control": "no-store"}
+    return GatewayResponse(200, headers, json.dumps(payload).encode())

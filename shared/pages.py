@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shared.errors import GatewayError, MethodNotAllowed, NotFound
+from shared.errors import GatewayError, MethodNotAllowed, NotFound, error_response
 from shared.models import GatewayRequest, GatewayResponse
 
 if TYPE_CHECKING:
@@ -135,5 +135,4 @@ async def handle(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
     try:
         return serve(request)
     except GatewayError as exc:
-        headers = _headers(request, **{"content-type": "application/json", **exc.headers})
-        return GatewayResponse(exc.status, headers, exc.body())
+        return error_response(exc, request.request_id, SECURITY_HEADERS)
