@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from local.run import banner
 from shared import pages
 from shared.gateway import Gateway
 from tests.fixtures.servers import GatewayServer, settings_for
@@ -181,3 +182,9 @@ def test_scripts_never_parse_strings_as_html() -> None:
             name
         )
         assert 'setAttribute("style"' not in source, name
+
+
+def test_make_run_prints_the_page_urls_with_the_keys_in_the_fragment() -> None:
+    text = banner("http://127.0.0.1:7071", "gw-demo-key", "admin-key", simulated=True)
+    assert "http://127.0.0.1:7071/chat/#key=gw-demo-key" in text
+    assert "http://127.0.0.1:7071/dashboard/#key=admin-key" in text

@@ -91,7 +91,7 @@ function renderBackends(report) {
   ui.backends.replaceChildren(table("Backends and deployments", headers, rows));
   const open = report.data.filter((row) => row.breaker !== "closed").length;
   ui.tiles.open.textContent = String(open);
-  ui.tiles.open.className = `value state ${open ? "bad" : "ok"}`;
+  ui.tiles.open.className = open ? "value alert" : "value";
 }
 
 function periodStart(period, now) {
@@ -149,14 +149,16 @@ async function renderSubscriptions(usage, subscriptions) {
 // --- metrics ------------------------------------------------------------------------------------
 
 function perMinute(key) {
-  // Rates between consecutive samples; a counter that went down (a restarted instance, another instance
-  // answering) starts a new line rather than drawing a negative rate.
+  // Each point counts the last minute: from the oldest sample within 60 s, divided by at least a minute, so
+  // two refreshes a second apart do not read as a burst. A counter that went down (a restarted instance,
+  // another instance answering) is left out rather than drawn as a negative rate.
   const series = {};
   for (let i = 1; i < state.samples.length; i += 1) {
-    const before = state.samples[i - 1];
     const after = state.samples[i];
-    const minutes = (after.t - before.t) / 60000;
-    if (minutes <= 0) continue;
+    let j = i - 1;
+    while (j > 0 && after.t - state.samples[j - 1].t <= 60000) j -= 1;
+    const before = state.samples[j];
+    const minutes = Math.max(1, (after.t - before.t) / 60000);
     const names = new Set([...Object.keys(before[key]), ...Object.keys(after[key])]);
     for (const name of names) {
       const delta = (after[key][name] || 0) - (before[key][name] || 0);
