@@ -16,7 +16,8 @@ import uuid
 from typing import TYPE_CHECKING, Protocol
 
 from shared.errors import EmbeddingUnavailable
-from shared.proxy import DEFAULT_API_VERSION, BackendCall, Exhausted
+from shared.models import DEFAULT_API_VERSION
+from shared.proxy import BackendCall, Exhausted
 
 if TYPE_CHECKING:
     from shared.proxy import Proxy

@@ -21,9 +21,9 @@ from shared.breaker import BreakerBoard
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.config import Settings, get_settings
 from shared.ledger import Ledger
+from shared.limits.limiter import Limiter, SharedLimiter
 from shared.meter import Meter
 from shared.proxy import Proxy
-from shared.ratelimit import Limiter, SharedLimiter
 from shared.routing import Router
 from shared.stores.factory import Stores, build_stores
 from shared.telemetry import Telemetry

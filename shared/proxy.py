@@ -30,7 +30,6 @@ from shared.upstream import deployment_url, mapped, request_headers
 
 log = logging.getLogger("gateway.proxy")
 
-DEFAULT_API_VERSION = "2024-10-21"
 # Backend response headers worth returning; the backend's own rate-limit headers describe the
 # shared backend, not the caller's subscription, so they stay here.
 RETURN_RESPONSE_HEADERS = ("content-type", "x-ms-region", "openai-processing-ms", "x-ms-deployment-name")

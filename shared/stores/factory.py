@@ -20,14 +20,10 @@ from shared.stores.embedded import (
     EmbeddedLedgerStore,
     EmbeddedSubscriptionStore,
 )
-from shared.stores.protocols import BreakerStore, CounterStore, LedgerStore, ProbeStore, SubscriptionStore
+from shared.stores.protocols import BackendStateStore, CounterStore, LedgerStore, SubscriptionStore
 
 if TYPE_CHECKING:
     import aiohttp
-
-
-class BackendStateStore(BreakerStore, ProbeStore, Protocol):
-    """Breakers and probe results live side by side."""
 
 
 class Account(Protocol):
@@ -77,13 +73,11 @@ def build_stores(
             "embedded",
         )
     # The Azure SDK is imported only when Table Storage is configured: cold starts stay cheap otherwise.
-    from shared.stores.tables import (  # noqa: PLC0415
-        TableAccount,
-        TableBackendStateStore,
-        TableCounterStore,
-        TableLedgerStore,
-        TableSubscriptionStore,
-    )
+    from shared.stores.tables.account import TableAccount  # noqa: PLC0415
+    from shared.stores.tables.backend_state import TableBackendStateStore  # noqa: PLC0415
+    from shared.stores.tables.counters import TableCounterStore  # noqa: PLC0415
+    from shared.stores.tables.ledger import TableLedgerStore  # noqa: PLC0415
+    from shared.stores.tables.subscriptions import TableSubscriptionStore  # noqa: PLC0415
 
     try:
         account = TableAccount(settings.storage, prefix=settings.table_prefix, session=session)

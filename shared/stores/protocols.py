@@ -1,6 +1,6 @@
 """The small async protocols every kind of shared state sits behind.
 
-Each protocol has two implementations: Azure (`stores/tables.py`) and embedded
+Each protocol has two implementations: Azure (`stores/tables/`) and embedded
 (`stores/embedded.py`, in-process). `stores/factory.py` picks one from
 configuration. Implementations raise `shared.errors.StoreUnavailable` when
 the backing service cannot be reached, and nothing else of their own; one
@@ -67,6 +67,10 @@ class ProbeStore(Protocol):
     async def load_probes(self) -> dict[str, dict[str, object]]: ...
 
 
+class BackendStateStore(BreakerStore, ProbeStore, Protocol):
+    """Breakers and probe results live side by side."""
+
+
 Counters = Mapping[str, int]
 CounterChange = Callable[[Counters], "dict[str, int] | None"]
 
@@ -112,7 +116,7 @@ class UsageCounts:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
-    requests: Mapping[str, int] = field(default_factory=dict)  # by outcome (shared.meter.Outcome values)
+    requests: Mapping[str, int] = field(default_factory=dict)  # by outcome (shared.outcomes.Outcome values)
     cost: float = 0.0  # from GATEWAY_PRICES at the time of the request
     subscription_name: str = ""  # the latest name seen, for reports
 
