@@ -17,6 +17,8 @@ import pytest
 from local.run import banner
 from shared import pages
 from shared.gateway import Gateway
+from shared.telemetry.names import METRICS
+from shared.telemetry.prometheus import prometheus_name
 from tests.fixtures.servers import GatewayServer, settings_for
 
 KEY = "test-subscription-key-pages-0123456789"
@@ -188,3 +190,18 @@ def test_make_run_prints_the_page_urls_with_the_keys_in_the_fragment() -> None:
     text = banner("http://127.0.0.1:7071", "gw-demo-key", "admin-key", simulated=True)
     assert "http://127.0.0.1:7071/chat/#key=gw-demo-key" in text
     assert "http://127.0.0.1:7071/dashboard/#key=admin-key" in text
+
+
+def test_the_dashboard_reads_metric_and_label_names_the_gateway_exports() -> None:
+    """A renamed metric would leave the dashboard's charts silently empty: its names are checked here."""
+    exported = {prometheus_name(spec) for spec in METRICS}
+    exported |= {f"{name}_{suffix}" for name in exported for suffix in ("sum", "count", "bucket")}
+    labels = {re.sub(r"[^A-Za-z0-9_]", "_", a) for spec in METRICS for a in spec.attributes}
+    source = (pages.WEB_DIR / "dashboard.js").read_text()
+    read_metrics = set(re.findall(r'"((?:gateway|gen_ai)_[a-z_]+_(?:total|sum))"', source))
+    read_labels = set(re.findall(r"\b(?:l|labels)\.((?:gateway|gen_ai)_[a-z_]+)", source))
+    read_labels |= set(re.findall(r'"((?:gateway|gen_ai)_[a-z_]+)"\)', source)) - read_metrics
+    assert read_metrics
+    assert read_metrics <= exported
+    assert read_labels
+    assert read_labels <= labels
