@@ -34,7 +34,7 @@ from shared.outcomes import Outcome, RequestRecord
 from shared.proxy import Attempt, BackendCall, Exhausted, RelayedStream
 
 if TYPE_CHECKING:
-    from shared.cache import StreamRecorder
+    from shared.cache.recorder import StreamRecorder
 
 log = logging.getLogger("gateway.pipeline")
 

@@ -16,8 +16,8 @@ import openai
 import pytest
 from openai import AzureOpenAI
 
-from shared import minilm
 from shared.admin.subscriptions import SubscriptionAdmin
+from shared.cache import minilm
 from shared.clock import SYSTEM_CLOCK, Clock, ManualClock
 from shared.gateway import Gateway
 from shared.limits.limiter import Admission, NoLimits

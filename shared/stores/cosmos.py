@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from shared.clock import Clock
 from shared.errors import StoreUnavailable
-from shared.stores.vectors import CacheEntry, Match
+from shared.stores.protocols import CacheEntry, Match
 
 if TYPE_CHECKING:
     from azure.cosmos.aio import ContainerProxy, CosmosClient
 
-    from shared.proxy import SessionProvider
-    from shared.stores.vectors import Vector
+    from shared.httpsession import SessionProvider
+    from shared.stores.protocols import Vector
 
 log = logging.getLogger("gateway.cosmos")
 

@@ -3,7 +3,8 @@
 Table Storage when a storage endpoint is configured (a connection string
 locally, `GATEWAY_STORAGE__tableServiceUri` with managed identity in Azure);
 embedded otherwise. Embedded state is per process, so in Azure (many
-instances) it is refused.
+instances) it is refused. The semantic cache's vector store: Cosmos DB when
+`GATEWAY_COSMOS__accountEndpoint` is set, the embedded numpy store otherwise.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ from shared.stores.protocols import BackendStateStore, CounterStore, LedgerStore
 
 if TYPE_CHECKING:
     import aiohttp
+
+    from shared.cache.config import CacheConfig
+    from shared.clock import Clock
+    from shared.httpsession import SessionProvider
+    from shared.stores.protocols import VectorStore
 
 
 class Account(Protocol):
@@ -91,3 +97,27 @@ def build_stores(
         "tables",
         account,
     )
+
+
+def build_vector_store(
+    settings: Settings, cache: CacheConfig, *, clock: Clock, session: SessionProvider | None = None
+) -> VectorStore:
+    """The semantic cache's store; nothing connects here (Cosmos clients share `session`, built lazily)."""
+    if settings.cosmos_endpoint:
+        from shared.stores.cosmos import CosmosVectorStore  # noqa: PLC0415 - the Cosmos SDK loads only when used
+
+        return CosmosVectorStore(
+            endpoint=settings.cosmos_endpoint,
+            database=settings.cosmos_database,
+            container=settings.cosmos_container,
+            dimensions=cache.dimensions,
+            ttl_seconds=cache.ttl_seconds,
+            clock=clock,
+            key=settings.cosmos_key,
+            client_id=settings.cosmos_client_id,
+            session=session,
+            index_type=cache.vector_index,
+        )
+    from shared.stores.vectors import EmbeddedVectorStore  # noqa: PLC0415 - loads with the cache, when it is on
+
+    return EmbeddedVectorStore(clock=clock, max_entries=cache.max_entries, max_bytes=cache.max_bytes)

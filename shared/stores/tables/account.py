@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -28,15 +28,14 @@ from azure.data.tables import TableTransactionError, UpdateMode
 from shared.errors import StoreUnavailable
 
 if TYPE_CHECKING:
-    import aiohttp
     from azure.core.credentials_async import AsyncTokenCredential
     from azure.data.tables.aio import TableClient, TableServiceClient
 
     from shared.config import StorageConfig
+    from shared.httpsession import SessionProvider
 
 log = logging.getLogger("gateway.tables")
 
-SessionProvider = Callable[[], Awaitable["aiohttp.ClientSession"]]
 Entity = dict[str, Any]
 
 # Keys reach RowKeys from requests; Table Storage refuses '/', '\\', '#', '?' and control characters.
