@@ -33,7 +33,7 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
@@ -290,23 +290,31 @@ def test_dashboard_shows_a_tripped_breaker_after_an_outage(
     page.get(f"{gw.url}/dashboard/#key={ADMIN}")
     wait(page, lambda d: d.find_elements(By.CSS_SELECTOR, "tr[data-backend='primary'][data-breaker='closed']"))
     assert "key=" not in page.current_url
+    # Refreshes by hand from here on, so each one is known to have run after the traffic before it.
+    Select(page.find_element(By.ID, "interval")).select_by_value("0")
+
+    def refresh() -> None:
+        wait(page, lambda d: d.find_element(By.ID, "status").text.startswith("Updated"))
+        page.execute_script("document.getElementById('status').textContent = ''")
+        page.find_element(By.ID, "refresh").click()
+        wait(page, lambda d: d.find_element(By.ID, "status").text.startswith("Updated"))
 
     primary.set_faults(error_rate=1.0, error_status=500)  # the outage: the spare answers in its place
     for i in range(3):
         client.chat.completions.create(model="chat", messages=[{"role": "user", "content": f"during {i}"}])
-    page.find_element(By.ID, "refresh").click()
-    row = wait(page, lambda d: d.find_elements(By.CSS_SELECTOR, "tr[data-backend='primary'][data-breaker='open']"))
+    refresh()
+    row = page.find_elements(By.CSS_SELECTOR, "tr[data-backend='primary'][data-breaker='open']")
+    assert row
     assert "open" in row[0].text
     assert page.find_element(By.ID, "tile-open").text == "1"
-    wait(page, lambda d: d.find_element(By.ID, "tile-failovers").text not in ("–", "0"))
+    assert page.find_element(By.ID, "tile-failovers").text == "2"  # the third call skipped the open breaker
     assert "primary" in page.find_element(By.ID, "failovers").text
     assert "demo" in page.find_element(By.ID, "subscriptions").text
     # One more round of traffic and a refresh: the charts draw a line through their samples.
     for i in range(2):
         client.chat.completions.create(model="chat", messages=[{"role": "user", "content": f"after {i}"}])
-    wait(page, lambda d: d.find_element(By.ID, "status").text.startswith("Updated"))
-    page.find_element(By.ID, "refresh").click()
-    wait(page, lambda d: " " in (d.find_element(By.CSS_SELECTOR, "#rpm-chart polyline").get_attribute("points") or ""))
+    refresh()
+    assert " " in (page.find_element(By.CSS_SELECTOR, "#rpm-chart polyline").get_attribute("points") or "")
     assert "success" in page.find_element(By.ID, "rpm-chart").text
     assert "demo" in page.find_element(By.ID, "tpm-chart").text
     shot(page, "dashboard-breaker-open.png", full_page=True)
