@@ -15,12 +15,11 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
 
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response, StreamingResponse
 
-from shared.errors import ConfigError, GatewayError, PayloadTooLarge, ServiceUnavailable
+from shared.errors import ConfigError, GatewayError, PayloadTooLarge, ServiceUnavailable, error_response
 from shared.logs import install_filter, request_id_from, request_id_var
 from shared.models import GatewayRequest, GatewayResponse
 
@@ -54,11 +53,7 @@ def _render(result: GatewayResponse) -> Response:
 
 
 def _error(exc: GatewayError, request_id: str) -> Response:
-    headers = {"x-request-id": request_id, **exc.headers}
-    return Response(exc.body(), status_code=exc.status, headers=headers, media_type="application/json")
-
-
-Entry = Callable[..., Awaitable[GatewayResponse]]
+    return _render(error_response(exc, request_id))
 
 
 async def _serve(req: Request, entry_name: str) -> Response:
@@ -67,7 +62,7 @@ async def _serve(req: Request, entry_name: str) -> Response:
     request_id_var.set(request_id)
     try:
         from shared.gateway import get_gateway  # noqa: PLC0415 - lazy: cold start stays cheap
-        from shared.http import ENTRIES  # noqa: PLC0415
+        from shared.http import serve  # noqa: PLC0415
 
         gateway = await get_gateway()
         if gateway.settings.running_in_azure and not _exit_flush_installed:
@@ -82,7 +77,7 @@ async def _serve(req: Request, entry_name: str) -> Response:
             body=body,
             request_id=request_id,
         )
-        return _render(await ENTRIES[entry_name](gateway, request))
+        return _render(await serve(entry_name, gateway, request))
     except GatewayError as exc:
         return _error(exc, request_id)
     except ConfigError as exc:

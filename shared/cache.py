@@ -28,11 +28,10 @@ from shared.embedders import (
     LOCAL,
     LOCAL_DIMENSIONS,
     Embedder,
-    EmbeddingUnavailable,
     LocalEmbedder,
     PoolEmbedder,
 )
-from shared.errors import ConfigError, StoreUnavailable
+from shared.errors import ConfigError, EmbeddingUnavailable, StoreUnavailable
 from shared.models import Caller, GatewayResponse, Operation, Usage
 from shared.stores.vectors import CacheEntry, EmbeddedVectorStore, VectorStore
 

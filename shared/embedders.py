@@ -15,8 +15,8 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Protocol
 
-from shared.errors import GatewayError
-from shared.proxy import DEFAULT_API_VERSION, BackendCall
+from shared.errors import EmbeddingUnavailable
+from shared.proxy import DEFAULT_API_VERSION, BackendCall, Exhausted
 
 if TYPE_CHECKING:
     from shared.proxy import Proxy
@@ -26,10 +26,6 @@ log = logging.getLogger("gateway.embedders")
 
 LOCAL = "local"
 LOCAL_DIMENSIONS = 384
-
-
-class EmbeddingUnavailable(Exception):
-    """The embedder could not produce a vector (model missing, every backend failed); the cache bypasses."""
 
 
 class Embedder(Protocol):
@@ -100,10 +96,9 @@ class PoolEmbedder:
             api_version=self._api_version,
             client_headers={},
         )
-        try:
-            result = await self._proxy.forward(call)
-        except GatewayError as exc:
-            raise EmbeddingUnavailable(f"embedding deployment {self.name}: {exc.code}") from exc
+        result = await self._proxy.forward(call)
+        if isinstance(result, Exhausted):
+            raise EmbeddingUnavailable(f"embedding deployment {self.name}: {result.error.code}") from result.error
         if result.status != 200:
             raise EmbeddingUnavailable(f"embedding deployment {self.name} answered {result.status}")
         try:

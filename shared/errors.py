@@ -1,25 +1,32 @@
-"""The gateway's exceptions and the one place they become OpenAI error envelopes.
+"""The gateway's exceptions, and the one function that turns an error into a response.
 
-Every error a caller can see is a `GatewayError`; it carries the HTTP status,
-the envelope fields and any headers (Retry-After, rate-limit headers). Foreign
-exceptions (aiohttp, azure-core) are mapped to these at the I/O boundary, in
-the module that does the I/O.
+One root, `GatewayException`. Below it, `GatewayError` is everything a caller
+can see: it carries the HTTP status, the envelope fields and any headers
+(Retry-After, rate-limit headers). The other branches never reach a caller as
+they are: configuration problems stop the start, store and embedding failures
+make a stage degrade, and a failed attempt makes the proxy fail over. Foreign
+exceptions are mapped to these at the I/O boundary, in one helper per library:
+aiohttp in `shared.upstream`, azure-core in `shared.stores.tables` and
+`shared.stores.cosmos`.
 
-    GatewayError
-     ├── BadRequest            400  invalid_request_error
-     │    └── PayloadTooLarge  413
-     ├── Unauthorized          401  (missing or wrong subscription key)
-     ├── Forbidden             403  (suspended, expired, deployment not allowed)
-     │    └── QuotaExceeded    403  (period token quota spent)
-     ├── NotFound              404  (unknown route or deployment)
-     ├── MethodNotAllowed      405
-     ├── RateLimited           429  (subscription TPM / RPM)
-     ├── BackendsThrottled     429  (every backend answered 429 or is cooling down)
-     ├── BackendError          502  (a backend failed after the stream began)
-     └── NoBackendAvailable    503  (no healthy backend for the deployment)
-
-    ConfigError                     (raised at start, never reaches a caller)
-    StoreUnavailable                (a store could not be reached; stages degrade)
+    GatewayException
+     ├── GatewayError                  caller-visible, rendered by `error_response`
+     │    ├── BadRequest               400  invalid_request_error
+     │    │    └── PayloadTooLarge     413
+     │    ├── Unauthorized             401  (missing or wrong key)
+     │    ├── Forbidden                403  (suspended, expired, deployment not allowed)
+     │    │    └── QuotaExceeded       403  (period token quota spent)
+     │    ├── NotFound                 404  (unknown route, deployment or record)
+     │    ├── MethodNotAllowed         405
+     │    ├── RateLimited              429  (subscription TPM / RPM)
+     │    ├── BackendsThrottled        429  (every backend answered 429 or is cooling down)
+     │    ├── BackendError             502  (a backend failed after the stream began)
+     │    ├── NoBackendAvailable       503  (no healthy backend for the deployment)
+     │    └── ServiceUnavailable       503  (the gateway itself cannot serve: config, storage)
+     ├── ConfigError                   invalid settings; every problem listed; stops the start
+     ├── StoreUnavailable              a state store failed or timed out; stages degrade
+     ├── EmbeddingUnavailable          the cache's embedder failed; the cache is bypassed
+     └── AttemptFailed                 one backend attempt failed before the first byte; the proxy fails over
 """
 
 from __future__ import annotations
@@ -27,8 +34,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+from shared.models import GatewayResponse
 
-class GatewayError(Exception):
+
+class GatewayException(Exception):
+    """The root of every exception the gateway raises on purpose."""
+
+
+class GatewayError(GatewayException):
     status = 500
     type = "server_error"
     code = "internal_error"
@@ -125,7 +138,7 @@ class ServiceUnavailable(GatewayError):
     code = "service_unavailable"
 
 
-class ConfigError(Exception):
+class ConfigError(GatewayException):
     """Invalid configuration; the message lists every problem found."""
 
     def __init__(self, problems: list[str]) -> None:
@@ -133,11 +146,31 @@ class ConfigError(Exception):
         super().__init__("invalid gateway configuration:\n  - " + "\n  - ".join(problems))
 
 
-class StoreUnavailable(Exception):
+class StoreUnavailable(GatewayException):
     """A state store could not be reached or answered with an unexpected error."""
+
+
+class EmbeddingUnavailable(GatewayException):
+    """The embedder could not produce a vector (model missing, deployment failing); the cache is bypassed."""
+
+
+class AttemptFailed(GatewayException):
+    """One backend attempt failed before anything reached the caller; the proxy fails over."""
+
+    def __init__(self, outcome: str, retry_after: float | None = None, status: int | None = None) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome  # the status code, or "connect_error" / "timeout" / "read_error" / ...
+        self.retry_after = retry_after
+        self.status = status
 
 
 def retry_after_headers(seconds: float) -> dict[str, str]:
     """Retry-After in whole seconds (rounded up, at least 1) and retry-after-ms, as Azure OpenAI sends them."""
     ms = max(1, int(seconds * 1000 + 0.999))
     return {"Retry-After": str(max(1, (ms + 999) // 1000)), "retry-after-ms": str(ms)}
+
+
+def error_response(exc: GatewayError, request_id: str, extra: Mapping[str, str] | None = None) -> GatewayResponse:
+    """The one rendering of an error: the envelope, its status and headers, and the request id."""
+    headers = {"content-type": "application/json", "x-request-id": request_id, **(extra or {}), **exc.headers}
+    return GatewayResponse(exc.status, headers, exc.body())

@@ -12,7 +12,8 @@ import logging
 import os
 import secrets
 import socket
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from shared.auth import Authenticator
 from shared.backendauth import credentials_for
@@ -31,8 +32,12 @@ if TYPE_CHECKING:
     import aiohttp
 
     from shared.cache import Cache
+    from shared.proxy import RelayedStream
 
 log = logging.getLogger("gateway")
+
+# How long `close()` waits for streams to be settled and metered before it writes the ledger.
+DRAIN_SECONDS = 5.0
 
 
 class Gateway:
@@ -49,6 +54,8 @@ class Gateway:
         self.clock = clock
         self.instance_id = instance_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._session: aiohttp.ClientSession | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._open_streams: set[RelayedStream] = set()
         self.stores = stores or build_stores(settings, session=self.session)
         self.authenticator = Authenticator(self.stores.subscriptions, clock, cache_seconds=settings.key_cache_seconds)
         self.breakers = BreakerBoard(
@@ -106,11 +113,42 @@ class Gateway:
     async def start(self) -> None:
         """Work done once per worker before serving: create the local demo subscription if asked to."""
         if self.settings.demo_key:
-            from shared.admin import ensure_demo_subscription  # noqa: PLC0415 - local runs only
+            from shared.admin.subscriptions import ensure_demo_subscription  # noqa: PLC0415 - local runs only
 
-            await ensure_demo_subscription(self, self.settings.demo_key)
+            await ensure_demo_subscription(self.stores.subscriptions, self.settings.demo_key)
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run work that must finish even if the caller's task is cancelled; `close()` waits for it."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)  # held: the loop keeps only weak references
+        task.add_done_callback(self._background.discard)
+
+    def stream_opened(self, stream: RelayedStream) -> None:
+        self._open_streams.add(stream)
+
+    def stream_settled(self, stream: RelayedStream) -> None:
+        self._open_streams.discard(stream)
+
+    async def drain(self, seconds: float = DRAIN_SECONDS) -> None:
+        """Cut the streams still open and wait (bounded) for every stream to be settled and metered."""
+        for stream in list(self._open_streams):
+            stream.abort()
+        deadline = asyncio.get_running_loop().time() + seconds
+        while self._background or self._open_streams:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                log.warning(
+                    "closing with %d stream(s) not yet settled; their usage may be missing from the ledger",
+                    len(self._open_streams) + len(self._background),
+                )
+                return
+            if self._background:
+                await asyncio.wait(set(self._background), timeout=left)
+            else:
+                await asyncio.sleep(min(0.01, left))  # a cut stream's task is about to spawn its settlement
 
     async def close(self) -> None:
+        await self.drain()  # streams cut by the shutdown are metered before the ledger's last write
         await self.ledger.close()  # before the session and stores it writes through
         await asyncio.to_thread(self.telemetry.shutdown)  # the last export blocks on HTTP
         if self.cache is not None:

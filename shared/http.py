@@ -1,12 +1,18 @@
-"""The gateway's HTTP entries by name, as `function_app.py` calls them, and the health and metrics answers."""
+"""The gateway's HTTP entries by name, as `function_app.py` calls them, and the health and metrics answers.
+
+`serve` is the one place a `GatewayError` raised by any entry becomes its envelope response.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
 
-from shared import admin, pipeline, usage
-from shared.errors import GatewayError, NotFound
+from shared import pipeline
+from shared.admin import http as admin_http
+from shared.admin import usage
+from shared.admin.access import require_admin
+from shared.errors import GatewayError, NotFound, error_response
 from shared.gateway import Gateway
 from shared.models import GatewayRequest, GatewayResponse
 
@@ -25,22 +31,28 @@ async def health(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
 
 async def metrics(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
     """`GET /metrics`: this instance's metrics as Prometheus text, behind the admin key."""
-    try:
-        admin.require_admin(gateway, request)
-        if not gateway.settings.metrics_endpoint:
-            raise NotFound("Metrics are not collected here: set GATEWAY_METRICS_ENDPOINT=true.", code="metrics_off")
-    except GatewayError as exc:
-        headers = {"content-type": "application/json", "x-request-id": request.request_id, **exc.headers}
-        return GatewayResponse(exc.status, headers, exc.body())
+    require_admin(gateway.settings, request)
+    if not gateway.settings.metrics_endpoint:
+        raise NotFound("Metrics are not collected here: set GATEWAY_METRICS_ENDPOINT=true.", code="metrics_off")
     body = gateway.telemetry.prometheus().encode()
     return GatewayResponse(200, {"content-type": PROMETHEUS_TEXT, "x-request-id": request.request_id}, body)
 
 
-ENTRIES: dict[str, Callable[[Gateway, GatewayRequest], Awaitable[GatewayResponse]]] = {
+Entry = Callable[[Gateway, GatewayRequest], Awaitable[GatewayResponse]]
+
+ENTRIES: dict[str, Entry] = {
     "proxy": pipeline.handle,
     "health": health,
-    "admin": admin.handle,
+    "admin": admin_http.handle,
     "usage": usage.handle_subscription,
     "admin_usage": usage.handle_admin,
     "metrics": metrics,
 }
+
+
+async def serve(entry: str, gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
+    """Call the named entry; an error it raises is answered in the envelope."""
+    try:
+        return await ENTRIES[entry](gateway, request)
+    except GatewayError as exc:
+        return error_response(exc, request.request_id)

@@ -8,11 +8,10 @@ however it ends).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from shared import api
@@ -24,27 +23,19 @@ from shared.errors import (
     QuotaExceeded,
     RateLimited,
     Unauthorized,
+    error_response,
 )
 from shared.gateway import Gateway
 from shared.logs import request_id_var
 from shared.meter import Outcome, RequestRecord, prompt_of
 from shared.models import GatewayRequest, GatewayResponse, Usage
-from shared.proxy import Attempt, BackendCall, ProxyResult
+from shared.proxy import Attempt, BackendCall, Exhausted, RelayedStream
 from shared.ratelimit import Admission
 
 if TYPE_CHECKING:
     from shared.cache import StreamRecorder
 
 log = logging.getLogger("gateway.pipeline")
-
-_background: set[asyncio.Task[None]] = set()
-
-
-def _spawn(coro: Coroutine[Any, Any, None]) -> None:
-    """Run work that must finish even if the caller's task is cancelled (a client that went away)."""
-    task = asyncio.get_running_loop().create_task(coro)
-    _background.add(task)
-    task.add_done_callback(_background.discard)
 
 
 def _answer(body: bytes) -> dict[str, Any] | None:
@@ -63,7 +54,7 @@ def _usage_of(answer: dict[str, Any] | None) -> Usage | None:
     return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
 
 
-def _attempts(tried: list[Attempt]) -> list[tuple[str, str, float]]:
+def _attempts(tried: tuple[Attempt, ...]) -> list[tuple[str, str, float]]:
     return [(a.backend, a.outcome, a.seconds) for a in tried]
 
 
@@ -79,18 +70,12 @@ def _outcome_of(exc: GatewayError) -> Outcome:
     return Outcome.CLIENT_ERROR
 
 
-def error_response(exc: GatewayError, request_id: str, extra: dict[str, str] | None = None) -> GatewayResponse:
-    headers = {"content-type": "application/json", "x-request-id": request_id, **(extra or {}), **exc.headers}
-    return GatewayResponse(exc.status, headers, exc.body())
-
-
 async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
     request_id_var.set(request.request_id)
     started = time.perf_counter()
     trace = gw.telemetry.start(request)
     record = RequestRecord(request.request_id, operation="unknown", trace=trace)
     admission: Admission | None = None
-    tried: list[Attempt] = []
     try:
         operation, deployment = api.route(request)
         record.operation = operation.value
@@ -132,17 +117,17 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
                 api_version=call.api_version,
                 client_headers=request.headers,
             ),
-            tried,
         )
+        record.attempts = _attempts(result.attempts)
+        if isinstance(result, Exhausted):
+            raise result.error
     except GatewayError as exc:
         record.status, record.outcome, record.error = exc.status, _outcome_of(exc), exc.code
-        record.attempts = _attempts(tried)
         record.seconds = time.perf_counter() - started
         await gw.meter.finish(record, admission)
         return error_response(exc, request.request_id, admission.headers if admission else None)
 
     record.backend, record.region = result.backend, result.region
-    record.attempts = _attempts(tried)
     record.status = result.status
     headers = {
         **result.headers,
@@ -165,21 +150,21 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
     headers["cache-control"] = "no-cache"
     recorder = gw.cache.recorder(lookup) if gw.cache is not None else None
     record.ready_seconds = time.perf_counter() - started  # the first event is here: the rest is the backend's pace
-    return GatewayResponse(200, headers, stream=_metered(gw, result, record, admission, started, recorder=recorder))
+    record.backend_seconds = result.backend_seconds
+    gw.stream_opened(result.stream)
+    stream = _metered(gw, result.stream, record, admission, started, recorder=recorder)
+    return GatewayResponse(200, headers, stream=stream)
 
 
 async def _metered(
     gw: Gateway,
-    result: ProxyResult,
+    stream: RelayedStream,
     record: RequestRecord,
     admission: Admission,
     started: float,
     *,
     recorder: StreamRecorder | None = None,
 ) -> AsyncIterator[bytes]:
-    stream = result.stream
-    if stream is None:
-        return
     finished = False
     try:
         with record.trace.stage("stream"):
@@ -188,34 +173,36 @@ async def _metered(
                     recorder.feed(chunk)
                 yield chunk
         finished = True
-        if recorder is not None and result.stream_completed and not result.stream_error:
-            recorder.complete(result.usage)
+        if recorder is not None:
+            ended = await stream.finish()
+            if ended.completed and not ended.error:
+                recorder.complete(ended.usage)
     finally:
-        # Close and settle in a task of its own: a disconnected client's task may be cancelled
-        # again at any await, and the backend connection must be closed all the same.
-        _spawn(_end_stream(gw, result, record, admission, started, finished=finished))
+        # Close and settle in a task the gateway owns: a disconnected client's task may be cancelled
+        # again at any await, the backend connection must be closed all the same, and a gateway
+        # shutting down waits for these before it flushes the ledger.
+        gw.spawn(_end_stream(gw, stream, record, admission, started, finished=finished))
 
 
 async def _end_stream(
     gw: Gateway,
-    result: ProxyResult,
+    stream: RelayedStream,
     record: RequestRecord,
     admission: Admission,
     started: float,
     *,
     finished: bool,
 ) -> None:
-    if result.stream is not None and hasattr(result.stream, "aclose"):
-        await result.stream.aclose()
-    record.usage = result.usage
+    ended = await stream.finish()
+    gw.stream_settled(stream)
+    record.usage = ended.usage
     if record.usage is None:
         # Cut before the usage chunk: charge what was really sent, the prompt (estimated) and one token
         # per content event that reached the caller, rather than refunding a stream that was used.
-        record.usage = Usage(admission.prompt_estimate, result.stream_events)
+        record.usage = Usage(admission.prompt_estimate, ended.content_events)
     record.seconds = time.perf_counter() - started
-    record.backend_seconds = result.backend_seconds
-    if result.stream_error:
-        record.outcome, record.error = Outcome.BACKEND_ERROR, result.stream_error
+    if ended.error:
+        record.outcome, record.error = Outcome.BACKEND_ERROR, ended.error
     elif not finished:
         record.outcome, record.error = Outcome.CLIENT_ERROR, "client disconnected"
     await gw.meter.finish(record, admission)

@@ -5,7 +5,7 @@ An attempt fails over (at once, to the next candidate) on 429, 5xx, 401/403
 nothing has reached the caller yet. Other 4xx answers are the caller's and pass
 through. After the first event of a stream has been sent, a backend failure
 ends the caller's stream with an error event. aiohttp exceptions are mapped
-here and nowhere else.
+in `shared.upstream`, which builds every backend URL and header set.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -22,16 +22,15 @@ from shared import telemetry
 from shared.backendauth import BackendCredential
 from shared.breaker import BreakerBoard
 from shared.clock import Clock
-from shared.errors import BackendsThrottled, GatewayError, NoBackendAvailable, retry_after_headers
+from shared.errors import AttemptFailed, BackendsThrottled, GatewayError, NoBackendAvailable, retry_after_headers
 from shared.models import Usage
 from shared.routing import Candidate, Router, Unavailable, parse_retry_after
 from shared.sse import SseRelay, error_event
+from shared.upstream import deployment_url, mapped, request_headers
 
 log = logging.getLogger("gateway.proxy")
 
 DEFAULT_API_VERSION = "2024-10-21"
-# Request headers a caller may pass on to a backend; everything else (keys, cookies, hosts) stays here.
-FORWARD_REQUEST_HEADERS = ("content-type", "accept", "openai-beta", "x-ms-useragent", "user-agent")
 # Backend response headers worth returning; the backend's own rate-limit headers describe the
 # shared backend, not the caller's subscription, so they stay here.
 RETURN_RESPONSE_HEADERS = ("content-type", "x-ms-region", "openai-processing-ms", "x-ms-deployment-name")
@@ -50,34 +49,106 @@ class BackendCall:
     extra_headers: Mapping[str, str] = field(default_factory=dict)  # trace context
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Attempt:
     backend: str
     outcome: str  # the status code, or "connect_error" / "timeout" / "read_error"
     seconds: float
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
+class StreamOutcome:
+    """How a relayed stream ended, known once it has ended."""
+
+    usage: Usage | None
+    completed: bool  # ended with [DONE]
+    error: str | None  # why the backend's side ended early, if it did
+    content_events: int  # events that carried generated text (an estimate of tokens sent when cut)
+
+
+class RelayedStream:
+    """A backend's event stream as the caller receives it; iterate it, then `finish()` for its outcome.
+
+    The relay keeps its own state and hands it over as a value when it ends, so
+    nothing else is written to while the stream flows.
+    """
+
+    def __init__(
+        self,
+        response: aiohttp.ClientResponse,
+        chunks: AsyncIterator[bytes],
+        relay: SseRelay,
+        first: bytes,
+        backend: str,
+    ) -> None:
+        self._response = response
+        self._relay = relay
+        self._backend = backend
+        self._error: str | None = None
+        self._events = self._run(chunks, first)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._events
+
+    async def _run(self, chunks: AsyncIterator[bytes], first: bytes) -> AsyncGenerator[bytes, None]:
+        relay = self._relay
+        try:
+            yield first
+            async for chunk in chunks:
+                out = relay.feed(chunk)
+                if out:
+                    yield out
+            if not relay.done:
+                self._error = "the backend ended the stream early"
+                yield error_event("The backend ended the stream before it was complete.")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self._error = type(exc).__name__
+            log.warning("backend %s failed mid-stream: %s", self._backend, type(exc).__name__)
+            yield error_event("The backend failed while streaming the response.")
+        finally:
+            if relay.done:
+                self._response.release()  # read to the end: the connection can be reused
+            else:
+                self._response.close()
+
+    def abort(self) -> None:
+        """Cut the backend's side now (the gateway is shutting down); the caller gets an error event."""
+        self._response.close()
+
+    async def finish(self) -> StreamOutcome:
+        """Close the backend's side (if the caller left early) and say how the stream ended."""
+        await self._events.aclose()
+        relay = self._relay
+        return StreamOutcome(relay.usage, relay.done, self._error, relay.content_events)
+
+
+@dataclass(frozen=True, slots=True)
 class ProxyResult:
     status: int
     headers: dict[str, str]
     backend: str
     region: str | None
+    attempts: tuple[Attempt, ...]  # every try, in order, this one last
     body: bytes = b""
-    usage: Usage | None = None
-    stream: AsyncIterator[bytes] | None = None
-    stream_completed: bool = False  # set when a stream ends with [DONE]
-    stream_error: str | None = None
-    stream_events: int = 0  # content events forwarded (an estimate of completion tokens when a stream is cut)
+    stream: RelayedStream | None = None
     backend_seconds: float = 0.0  # time spent waiting on the backend (for gateway overhead)
 
 
-class _AttemptFailed(Exception):
-    def __init__(self, outcome: str, retry_after: float | None = None, status: int | None = None) -> None:
-        super().__init__(outcome)
-        self.outcome = outcome
-        self.retry_after = retry_after
-        self.status = status
+@dataclass(frozen=True, slots=True)
+class Exhausted:
+    """No backend answered: the error for the caller, and every try that led to it."""
+
+    error: GatewayError
+    attempts: tuple[Attempt, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+    stream: RelayedStream | None = None
+    backend_seconds: float = 0.0
 
 
 SessionProvider = Callable[[], Awaitable[aiohttp.ClientSession]]
@@ -103,9 +174,9 @@ class Proxy:
         self._max_attempts = max_attempts
         self._default_throttle = default_throttle_seconds
 
-    async def forward(self, call: BackendCall, attempts: list[Attempt] | None = None) -> ProxyResult:
-        """Send `call`, failing over as needed; `attempts`, if given, receives every try in order (for the meter)."""
-        attempts = [] if attempts is None else attempts
+    async def forward(self, call: BackendCall) -> ProxyResult | Exhausted:
+        """Send `call`, failing over as needed; the result lists every attempt (for the meter)."""
+        attempts: list[Attempt] = []
         tried: set[str] = set()
         throttled_for: list[float] = []
         failures: list[str] = []
@@ -121,25 +192,36 @@ class Proxy:
                 choice.backend.name, call.deployment, call.operation, choice.backend.endpoint
             )
             try:
-                result = await self._attempt(choice, call, span.headers)
-            except _AttemptFailed as failed:
+                answer = await self._attempt(choice, call, span.headers)
+            except AttemptFailed as failed:
                 span.end(failed.outcome)
                 seconds = time.perf_counter() - started
                 attempts.append(Attempt(choice.backend.name, failed.outcome, seconds))
                 await self._after_failure(choice, call.deployment, failed, throttled_for, failures)
                 continue
-            span.end(str(result.status))
-            attempts.append(Attempt(choice.backend.name, str(result.status), result.backend_seconds))
-            if result.status < 400:
+            span.end(str(answer.status))
+            attempts.append(Attempt(choice.backend.name, str(answer.status), answer.backend_seconds))
+            if answer.status < 400:
                 await self._breakers.success(choice.breaker_key)
-            return result
-        raise self._exhausted(call.deployment, attempts, throttled_for, failures, unavailable)
+            backend = choice.backend
+            return ProxyResult(
+                answer.status,
+                answer.headers,
+                backend.name,
+                backend.region,
+                tuple(attempts),
+                body=answer.body,
+                stream=answer.stream,
+                backend_seconds=answer.backend_seconds,
+            )
+        error = self._exhausted(call.deployment, attempts, throttled_for, failures, unavailable)
+        return Exhausted(error, tuple(attempts))
 
     async def _after_failure(
         self,
         choice: Candidate,
         deployment: str,
-        failed: _AttemptFailed,
+        failed: AttemptFailed,
         throttled_for: list[float],
         failures: list[str],
     ) -> None:
@@ -176,19 +258,15 @@ class Proxy:
         headers = retry_after_headers(min(waits)) if waits else {}
         return NoBackendAvailable(f"No backend could serve deployment '{deployment}' ({detail}).", headers=headers)
 
-    async def _attempt(self, choice: Candidate, call: BackendCall, trace_headers: Mapping[str, str]) -> ProxyResult:
+    async def _attempt(self, choice: Candidate, call: BackendCall, trace_headers: Mapping[str, str]) -> _Answer:
         backend = choice.backend
-        url = f"{backend.endpoint}/openai/deployments/{choice.deployment}/{call.operation}"
-        headers = {k: v for k in FORWARD_REQUEST_HEADERS if (v := call.client_headers.get(k))}
-        headers.update(call.extra_headers)
-        headers.update(trace_headers)  # the attempt's W3C trace context
-        headers["x-ms-client-request-id"] = call.request_id
-        headers["content-type"] = "application/json"
-        headers.update(await self._credentials[backend.name].headers())
+        url = deployment_url(backend.endpoint, choice.deployment, call.operation)
+        credential = await self._credentials[backend.name].headers()
+        headers = request_headers(call.client_headers, call.request_id, credential, call.extra_headers, trace_headers)
         session = await self._session()
         timeout = aiohttp.ClientTimeout(total=None, connect=backend.connect_timeout, sock_read=backend.read_timeout)
         started = time.perf_counter()
-        try:
+        with mapped():
             async with asyncio.timeout(backend.first_byte_timeout):
                 response = await session.post(
                     url,
@@ -197,10 +275,6 @@ class Proxy:
                     headers=headers,
                     timeout=timeout,
                 )
-        except TimeoutError as exc:
-            raise _AttemptFailed("timeout") from exc
-        except aiohttp.ClientError as exc:
-            raise _AttemptFailed("connect_error") from exc
         status = response.status
         if status == 429 or status >= 500 or status in (401, 403, 408):
             retry_after = (
@@ -209,76 +283,40 @@ class Proxy:
                 else None
             )
             response.release()
-            raise _AttemptFailed(str(status), retry_after, status)
+            raise AttemptFailed(str(status), retry_after, status)
         out_headers = {k: v for k in RETURN_RESPONSE_HEADERS if (v := response.headers.get(k))}
-        result = ProxyResult(status, out_headers, backend.name, backend.region)
         if call.stream and status == 200:
-            return await self._open_stream(response, result, call, backend.first_byte_timeout, started)
+            stream = await self._open_stream(response, call, backend.first_byte_timeout, backend.name)
+            return _Answer(status, out_headers, stream=stream, backend_seconds=time.perf_counter() - started)
         try:
-            result.body = await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _AttemptFailed("read_error") from exc
+            with mapped(reading=True):
+                body = await response.read()
         finally:
             response.release()
-        result.backend_seconds = time.perf_counter() - started
-        return result
+        return _Answer(status, out_headers, body, backend_seconds=time.perf_counter() - started)
 
     async def _open_stream(
         self,
         response: aiohttp.ClientResponse,
-        result: ProxyResult,
         call: BackendCall,
         first_byte_timeout: float,
-        started: float,
-    ) -> ProxyResult:
+        backend: str,
+    ) -> RelayedStream:
         relay = SseRelay(strip_usage_chunk=call.strip_usage_chunk)
         first = b""
         chunks = response.content.iter_any()
         try:
-            async with asyncio.timeout(first_byte_timeout):
-                while not first:
-                    chunk = await anext(chunks, None)
-                    if chunk is None:
-                        break
-                    first = relay.feed(chunk)
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            with mapped(reading=True):
+                async with asyncio.timeout(first_byte_timeout):
+                    while not first:
+                        chunk = await anext(chunks, None)
+                        if chunk is None:
+                            break
+                        first = relay.feed(chunk)
+        except AttemptFailed:
             response.close()
-            raise _AttemptFailed("timeout" if isinstance(exc, TimeoutError) else "read_error") from exc
+            raise
         if not first:
             response.close()
-            raise _AttemptFailed("empty_stream")
-        result.backend_seconds = time.perf_counter() - started
-        result.stream = self._relay(response, chunks, relay, first, result)
-        return result
-
-    async def _relay(
-        self,
-        response: aiohttp.ClientResponse,
-        chunks: AsyncIterator[bytes],
-        relay: SseRelay,
-        first: bytes,
-        result: ProxyResult,
-    ) -> AsyncIterator[bytes]:
-        try:
-            yield first
-            result.usage = relay.usage
-            async for chunk in chunks:
-                out = relay.feed(chunk)
-                result.usage = relay.usage
-                if out:
-                    yield out
-            if not relay.done:
-                result.stream_error = "the backend ended the stream early"
-                yield error_event("The backend ended the stream before it was complete.")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            result.stream_error = f"{type(exc).__name__}"
-            log.warning("backend %s failed mid-stream: %s", result.backend, type(exc).__name__)
-            yield error_event("The backend failed while streaming the response.")
-        finally:
-            result.usage = relay.usage
-            result.stream_events = relay.content_events
-            result.stream_completed = relay.done
-            if relay.done:
-                response.release()  # read to the end: the connection can be reused
-            else:
-                response.close()
+            raise AttemptFailed("empty_stream")
+        return RelayedStream(response, chunks, relay, first, backend)

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from shared.admin import SubscriptionAdmin
+from shared.admin.subscriptions import SubscriptionAdmin
 from shared.auth import KEY_PREFIX, Authenticator, hash_key, key_from_headers, new_key
 from shared.clock import ManualClock
 from shared.config import load_settings

@@ -17,8 +17,7 @@ from shared import cacheguard
 from shared.api import ApiCall
 from shared.cache import BYPASS, HIT, MISS, Cache, CacheConfig, Lookup, Plan
 from shared.clock import ManualClock
-from shared.embedders import EmbeddingUnavailable
-from shared.errors import ConfigError, StoreUnavailable
+from shared.errors import ConfigError, EmbeddingUnavailable, StoreUnavailable
 from shared.models import Caller, Limits, Operation, Usage
 from shared.stores.vectors import CacheEntry, EmbeddedVectorStore, Match
 

@@ -17,7 +17,7 @@ import pytest
 from openai import AzureOpenAI
 
 from shared import minilm
-from shared.admin import SubscriptionAdmin
+from shared.admin.subscriptions import SubscriptionAdmin
 from shared.clock import SYSTEM_CLOCK, Clock, ManualClock
 from shared.gateway import Gateway
 from shared.meter import Outcome, RequestRecord

@@ -1,5 +1,5 @@
-"""Usage views: `GET /usage` for a subscriber, `GET /gateway/admin/usage` and `python -m shared.usage` for operators,
-and `GET /metrics`, all over real HTTP to a gateway in front of the simulator."""
+"""Usage views: `GET /usage` for a subscriber, `GET /gateway/admin/usage` and `python -m shared.admin usage`
+for operators, and `GET /metrics`, all over real HTTP to a gateway in front of the simulator."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import aiohttp
 import pytest
 from multidict import CIMultiDict
 
-from shared import usage
+from shared.admin import usage
+from shared.admin.cli import usage_main
 from shared.clock import SYSTEM_CLOCK
 from shared.ledger import HOUR, hour_of
 from shared.models import QuotaPeriod
@@ -234,10 +235,10 @@ async def test_the_cli_prints_a_table_or_json_from_a_running_gateway(
 
 
 async def asyncio_main(argv: list[str]) -> int:
-    """`shared.usage.main` runs its own event loop: give it a thread of its own."""
+    """`usage_main` runs its own event loop: give it a thread of its own."""
     import asyncio
 
-    return await asyncio.to_thread(usage.main, argv)
+    return await asyncio.to_thread(usage_main, argv)
 
 
 @pytest.mark.azurite
@@ -272,7 +273,7 @@ def test_the_cli_without_shared_storage_says_to_ask_a_running_gateway(monkeypatc
     monkeypatch.delenv("GATEWAY_STORAGE", raising=False)
     monkeypatch.delenv("GATEWAY_STORAGE__tableServiceUri", raising=False)
     with pytest.raises(SystemExit, match="--url"):
-        usage.main([])
+        usage_main([])
 
 
 def test_time_ranges_are_whole_utc_hours() -> None:

@@ -1,4 +1,7 @@
-"""The operator's command line for subscriptions: `python -m shared.admin <command>`.
+"""The operator's command line: `python -m shared.admin <command>` for subscriptions, `... usage` for reports.
+
+This is the one module besides the configuration that reads the environment:
+it is an entry point, and the environment is where an operator's settings are.
 
 Two ways to reach the subscriptions, same operations and answers:
 
@@ -15,6 +18,7 @@ Examples:
     python -m shared.admin update sub-0123 --state suspended
     python -m shared.admin regenerate sub-0123 --key secondary
     python -m shared.admin --url http://127.0.0.1:7071 --admin-key ... backends
+    python -m shared.admin usage --from 2025-06-01 --group-by deployment
 
 Keys are printed once, when created or regenerated, and never again.
 """
@@ -26,9 +30,10 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from shared.admin.usage import GROUPS
 from shared.errors import ConfigError, GatewayError
 
 if TYPE_CHECKING:
@@ -148,7 +153,7 @@ def stores_from_environment(embedded_state: str) -> Stores:
 
 
 async def _on_stores(args: argparse.Namespace) -> Any:
-    from shared.admin import SubscriptionAdmin  # noqa: PLC0415 - keeps `--help` instant
+    from shared.admin.subscriptions import SubscriptionAdmin  # noqa: PLC0415 - keeps `--help` instant
 
     if args.command in ("backends", "stats"):
         raise SystemExit(f"'{args.command}' shows a running gateway's state: give its --url")
@@ -191,4 +196,105 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(result, indent=2))
     if args.command in ("create", "regenerate"):
         print("Keys are shown this once: store them now.", file=sys.stderr)
+    return 0
+
+
+# --- usage reports ---------------------------------------------------------------------------
+
+usage_doc = """The ledger's usage between two times, added up by subscription, deployment or backend.
+
+On the ledger in storage (the same settings as the gateway), or with --url through a running gateway's admin API.
+"""
+
+
+def render_table(result: Mapping[str, Any]) -> str:
+    """A report as aligned columns, a total line under them."""
+    group_by = str(result["group_by"])
+    headers = [group_by, *(["name"] if group_by == "subscription" else [])]
+    headers += ["requests", "prompt", "completion", "total", "cached", "cost", "outcomes"]
+
+    def line(item: Mapping[str, Any], label: str, name: str | None) -> list[str]:
+        outcomes = ", ".join(f"{k} {v}" for k, v in item["requests_by_outcome"].items())
+        cells = [label, *([name or ""] if name is not None else [])]
+        return [
+            *cells,
+            f"{item['requests']:,}",
+            f"{item['prompt_tokens']:,}",
+            f"{item['completion_tokens']:,}",
+            f"{item['total_tokens']:,}",
+            f"{item['cached_tokens']:,}",
+            f"{item['cost']:.4f}",
+            outcomes,
+        ]
+
+    named = group_by == "subscription"
+    body = [line(i, str(i[group_by]), str(i.get("subscription_name", "")) if named else None) for i in result["data"]]
+    total = line(result["total"], "TOTAL", "" if named else None)
+    widths = [max(len(row[c]) for row in [headers, *body, total]) for c in range(len(headers))]
+    numeric = set(range(2 if named else 1, len(headers) - 1))
+
+    def fmt(row: list[str]) -> str:
+        return "  ".join(
+            v.rjust(w) if i in numeric else v.ljust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    title = f"usage {result['from']} .. {result['to']} by {group_by}"
+    return "\n".join([title, "", fmt(headers), rule, *(fmt(r) for r in body), rule, fmt(total)]) + "\n"
+
+
+def _usage_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m shared.admin usage", description=usage_doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--url", help="a running gateway (its admin API); default: the ledger in storage")
+    parser.add_argument("--admin-key", default=os.environ.get("GATEWAY_ADMIN_KEY"), help="default: GATEWAY_ADMIN_KEY")
+    parser.add_argument("--from", dest="start", help="ISO 8601 or epoch seconds (default: 24 hours before --to)")
+    parser.add_argument("--to", dest="end", help="ISO 8601 or epoch seconds (default: now)")
+    parser.add_argument("--group-by", choices=GROUPS, default="subscription")
+    parser.add_argument("--subscription", help="only this subscription id")
+    parser.add_argument("--json", action="store_true", help="the report as JSON instead of a table")
+    return parser
+
+
+async def _usage_over_http(args: argparse.Namespace) -> dict[str, Any]:
+    import aiohttp  # noqa: PLC0415 - only this mode needs it
+
+    if not args.admin_key:
+        raise SystemExit("--admin-key (or GATEWAY_ADMIN_KEY) is required with --url")
+    params = {"group_by": args.group_by}
+    for name, value in (("from", args.start), ("to", args.end), ("subscription", args.subscription)):
+        if value:
+            params[name] = value
+    url = args.url.rstrip("/") + "/gateway/admin/usage"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, params=params, headers={"x-admin-key": args.admin_key}) as response,
+    ):
+        text = await response.text()
+        if response.status >= 400:
+            raise SystemExit(f"{response.status}: {text}")
+        result: dict[str, Any] = json.loads(text)
+        return result
+
+
+async def _usage_on_store(args: argparse.Namespace) -> dict[str, Any]:
+    from shared.admin.usage import report, time_range  # noqa: PLC0415 - keeps `--help` instant
+    from shared.clock import SYSTEM_CLOCK  # noqa: PLC0415
+
+    start, end = time_range(args.start, args.end, SYSTEM_CLOCK.now())
+    stores = stores_from_environment("an embedded ledger lives")
+    try:
+        rows = await stores.ledger.rows(start, end, args.subscription)
+    finally:
+        await stores.close()
+    return report(rows, start, end, args.group_by)
+
+
+def usage_main(argv: list[str] | None = None) -> int:
+    args = _usage_parser().parse_args(argv)
+    result = run_command(_usage_over_http(args) if args.url else _usage_on_store(args))
+    if isinstance(result, int):
+        return result
+    print(json.dumps(result, indent=2) if args.json else render_table(result), end="" if not args.json else "\n")
     return 0

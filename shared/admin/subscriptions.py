@@ -1,46 +1,27 @@
 """Managing subscriptions: one service used by the admin HTTP API, the command line and `make run`'s demo.
 
-HTTP, under `/gateway/admin/` with header `x-admin-key` (off when
-GATEWAY_ADMIN_KEY is unset):
-
-    POST   subscriptions                      create; answers 201 with both keys, shown this once
-    GET    subscriptions                      list
-    GET    subscriptions/{id}                 show
-    PATCH  subscriptions/{id}                 change name, state, limits, expiry, allowed deployments
-    POST   subscriptions/{id}/regenerate      {"key": "primary" | "secondary"}; answers the new key once
-    DELETE subscriptions/{id}
-    GET    backends                           breaker state, throttles and last probe of every backend
-    GET    stats                              this instance's counters: storage transactions, limits, fallbacks
-
-Command line: `python -m shared.admin --help` (`shared.cli`), directly on the stores or through this API.
+Input is validated here, so every way in refuses the same bad values with the same envelope.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hmac
-import json
 import secrets
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from shared.auth import hash_key, new_key
 from shared.clock import parse_instant
-from shared.errors import BadRequest, GatewayError, MethodNotAllowed, NotFound, Unauthorized
+from shared.errors import BadRequest, NotFound
 from shared.models import (
-    GatewayRequest,
-    GatewayResponse,
     Limits,
     QuotaPeriod,
     Subscription,
     SubscriptionState,
 )
 from shared.stores.protocols import SubscriptionStore
-
-if TYPE_CHECKING:
-    from shared.gateway import Gateway
 
 _LIMIT_FIELDS = ("tokens_per_minute", "requests_per_minute", "token_quota")
 _EDITABLE = {
@@ -225,115 +206,11 @@ class SubscriptionAdmin:
             raise NotFound(f"No subscription {sub_id}.", code="subscription_not_found")
 
 
-async def ensure_demo_subscription(gateway: Gateway, key: str) -> None:
+async def ensure_demo_subscription(store: SubscriptionStore, key: str) -> None:
     """`make run`'s demo subscription, created through the same path as any other."""
-    if await gateway.stores.subscriptions.find_by_key_hash(hash_key(key)) is not None:
+    if await store.find_by_key_hash(hash_key(key)) is not None:
         return
     # A fixed id per key: instances starting together on shared storage create it once, not once each.
     demo_id = "sub-demo-" + hash_key(key)[:12]
     with contextlib.suppress(ValueError):  # another instance created it a moment ago
-        await SubscriptionAdmin(gateway.stores.subscriptions).create(
-            {"name": "demo"}, primary_key=key, subscription_id=demo_id
-        )
-
-
-def stats_report(gateway: Gateway) -> dict[str, Any]:
-    """Read-only counters of this instance: what shared state costs and whether it is shared right now."""
-    return {
-        "instance": gateway.instance_id,
-        "storage": gateway.stores.stats(),
-        "limits": gateway.limiter.stats(),
-        "auth": {"stale_answers": gateway.authenticator.stale_answers},
-        "breakers": {"shared": gateway.breakers.store_healthy},
-    }
-
-
-# --- HTTP ----------------------------------------------------------------------------------
-
-
-def _json(status: int, payload: Any, request_id: str) -> GatewayResponse:
-    return GatewayResponse(
-        status, {"content-type": "application/json", "x-request-id": request_id}, json.dumps(payload).encode()
-    )
-
-
-def _body(request: GatewayRequest) -> dict[str, Any]:
-    if not request.body:
-        return {}
-    try:
-        body = json.loads(request.body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadRequest("The request body is not valid JSON.", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise BadRequest("The request body must be a JSON object.", code="invalid_json")
-    return body
-
-
-async def handle(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
-    try:
-        return await _handle(gateway, request)
-    except GatewayError as exc:
-        return GatewayResponse(
-            exc.status,
-            {"content-type": "application/json", "x-request-id": request.request_id, **exc.headers},
-            exc.body(),
-        )
-
-
-def require_admin(gateway: Gateway, request: GatewayRequest) -> None:
-    """Every admin route's check: `x-admin-key` compared in constant time; off (404) when no admin key is set."""
-    expected = gateway.settings.admin_key
-    if not expected:
-        raise NotFound("The admin API is disabled (GATEWAY_ADMIN_KEY is not set).", code="admin_disabled")
-    given = request.headers.get("x-admin-key", "")
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise Unauthorized("Access denied: missing or wrong x-admin-key.", code="invalid_admin_key")
-
-
-async def _handle(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
-    require_admin(gateway, request)
-    parts = [p for p in request.path.split("/") if p][2:]  # after "gateway", "admin"
-    service = SubscriptionAdmin(gateway.stores.subscriptions)
-    rid, method = request.request_id, request.method
-    if parts == ["subscriptions"]:
-        if method == "POST":
-            return _json(201, await service.create(_body(request)), rid)
-        if method == "GET":
-            return _json(200, {"data": await service.list()}, rid)
-        raise MethodNotAllowed(f"{method} is not supported here.", headers={"Allow": "GET, POST"})
-    if len(parts) == 2 and parts[0] == "subscriptions":
-        if method == "GET":
-            return _json(200, await service.show(parts[1]), rid)
-        if method == "PATCH":
-            result = await service.update(parts[1], _body(request))
-            gateway.authenticator.forget()
-            return _json(200, result, rid)
-        if method == "DELETE":
-            await service.delete(parts[1])
-            gateway.authenticator.forget()
-            return GatewayResponse(204, {"x-request-id": rid})
-        raise MethodNotAllowed(f"{method} is not supported here.", headers={"Allow": "GET, PATCH, DELETE"})
-    if len(parts) == 3 and parts[0] == "subscriptions" and parts[2] == "regenerate":
-        if method != "POST":
-            raise MethodNotAllowed(f"{method} is not supported here.", headers={"Allow": "POST"})
-        which = _body(request).get("key", "primary")
-        result = await service.regenerate(parts[1], str(which))
-        gateway.authenticator.forget()
-        return _json(200, result, rid)
-    if parts == ["backends"]:
-        if method != "GET":
-            raise MethodNotAllowed(f"{method} is not supported here.", headers={"Allow": "GET"})
-        from shared.probe import backends_report  # noqa: PLC0415 - admin only
-
-        return _json(200, await backends_report(gateway), rid)
-    if parts == ["stats"]:
-        if method != "GET":
-            raise MethodNotAllowed(f"{method} is not supported here.", headers={"Allow": "GET"})
-        return _json(200, stats_report(gateway), rid)
-    raise NotFound(f"No such admin route: {method} {request.path}", code="route_not_found")
-
-
-if __name__ == "__main__":
-    from shared.cli import main
-
-    raise SystemExit(main())
+        await SubscriptionAdmin(store).create({"name": "demo"}, primary_key=key, subscription_id=demo_id)

@@ -14,8 +14,8 @@ dimension, plus an optional `subscription=` filter.
 
 Command line, the same report as a table or `--json`:
 
-    python -m shared.usage --from 2025-06-01 --to 2025-07-01 --group-by deployment
-    python -m shared.usage --url http://127.0.0.1:7071 --admin-key ... --json
+    python -m shared.admin usage --from 2025-06-01 --to 2025-07-01 --group-by deployment
+    python -m shared.admin usage --url http://127.0.0.1:7071 --admin-key ... --json
 
 Rows written by other instances appear once they flush (GATEWAY_LEDGER_FLUSH_SECONDS);
 this instance's own counts are always included.
@@ -23,17 +23,15 @@ this instance's own counts are always included.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from shared.admin import require_admin
+from shared.admin.access import require_admin
 from shared.clock import parse_instant
-from shared.errors import BadRequest, GatewayError, MethodNotAllowed
+from shared.errors import BadRequest, MethodNotAllowed
 from shared.ledger import HOUR, hour_of
 from shared.models import Caller, GatewayRequest, GatewayResponse, QuotaPeriod
 from shared.stores.protocols import UsageCounts, UsageRow
@@ -216,137 +214,24 @@ def _json(status: int, payload: Any, request_id: str) -> GatewayResponse:
     )
 
 
-def _error(exc: GatewayError, request_id: str) -> GatewayResponse:
-    headers = {"content-type": "application/json", "x-request-id": request_id, **exc.headers}
-    return GatewayResponse(exc.status, headers, exc.body())
-
-
 async def handle_subscription(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
     """`GET /usage`: the calling subscription's own usage and limits."""
-    try:
-        if request.method != "GET":
-            raise MethodNotAllowed(f"{request.method} is not supported on /usage; use GET.", headers={"Allow": "GET"})
-        caller = await gateway.authenticator.authenticate(request.headers)
-        payload = await subscription_usage(gateway, caller, request.query.get("period"))
-    except GatewayError as exc:
-        return _error(exc, request.request_id)
+    if request.method != "GET":
+        raise MethodNotAllowed(f"{request.method} is not supported on /usage; use GET.", headers={"Allow": "GET"})
+    caller = await gateway.authenticator.authenticate(request.headers)
+    payload = await subscription_usage(gateway, caller, request.query.get("period"))
     return _json(200, payload, request.request_id)
 
 
 async def handle_admin(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
     """`GET /gateway/admin/usage`: every subscription's usage, added up by the dimension asked for."""
-    try:
-        require_admin(gateway, request)
-        if request.method != "GET":
-            raise MethodNotAllowed(f"{request.method} is not supported here; use GET.", headers={"Allow": "GET"})
-        group_by = request.query.get("group_by", "subscription")
-        if group_by not in GROUPS:
-            raise BadRequest("'group_by' must be subscription, deployment or backend.", param="group_by")
-        start, end = time_range(request.query.get("from"), request.query.get("to"), gateway.clock.now())
-        subscription = request.query.get("subscription") or None
-        rows = await gateway.ledger.rows(start, end, subscription)
-    except GatewayError as exc:
-        return _error(exc, request.request_id)
+    require_admin(gateway.settings, request)
+    if request.method != "GET":
+        raise MethodNotAllowed(f"{request.method} is not supported here; use GET.", headers={"Allow": "GET"})
+    group_by = request.query.get("group_by", "subscription")
+    if group_by not in GROUPS:
+        raise BadRequest("'group_by' must be subscription, deployment or backend.", param="group_by")
+    start, end = time_range(request.query.get("from"), request.query.get("to"), gateway.clock.now())
+    subscription = request.query.get("subscription") or None
+    rows = await gateway.ledger.rows(start, end, subscription)
     return _json(200, report(rows, start, end, group_by), request.request_id)
-
-
-# --- the command line -------------------------------------------------------------------------
-
-
-def render_table(result: Mapping[str, Any]) -> str:
-    """A report as aligned columns, a total line under them."""
-    group_by = str(result["group_by"])
-    headers = [group_by, *(["name"] if group_by == "subscription" else [])]
-    headers += ["requests", "prompt", "completion", "total", "cached", "cost", "outcomes"]
-
-    def line(item: Mapping[str, Any], label: str, name: str | None) -> list[str]:
-        outcomes = ", ".join(f"{k} {v}" for k, v in item["requests_by_outcome"].items())
-        cells = [label, *([name or ""] if name is not None else [])]
-        return [
-            *cells,
-            f"{item['requests']:,}",
-            f"{item['prompt_tokens']:,}",
-            f"{item['completion_tokens']:,}",
-            f"{item['total_tokens']:,}",
-            f"{item['cached_tokens']:,}",
-            f"{item['cost']:.4f}",
-            outcomes,
-        ]
-
-    named = group_by == "subscription"
-    body = [line(i, str(i[group_by]), str(i.get("subscription_name", "")) if named else None) for i in result["data"]]
-    total = line(result["total"], "TOTAL", "" if named else None)
-    widths = [max(len(row[c]) for row in [headers, *body, total]) for c in range(len(headers))]
-    numeric = set(range(2 if named else 1, len(headers) - 1))
-
-    def fmt(row: list[str]) -> str:
-        return "  ".join(
-            v.rjust(w) if i in numeric else v.ljust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True))
-        ).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    title = f"usage {result['from']} .. {result['to']} by {group_by}"
-    return "\n".join([title, "", fmt(headers), rule, *(fmt(r) for r in body), rule, fmt(total)]) + "\n"
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m shared.usage", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--url", help="a running gateway (its admin API); default: the ledger in storage")
-    parser.add_argument("--admin-key", default=os.environ.get("GATEWAY_ADMIN_KEY"), help="default: GATEWAY_ADMIN_KEY")
-    parser.add_argument("--from", dest="start", help="ISO 8601 or epoch seconds (default: 24 hours before --to)")
-    parser.add_argument("--to", dest="end", help="ISO 8601 or epoch seconds (default: now)")
-    parser.add_argument("--group-by", choices=GROUPS, default="subscription")
-    parser.add_argument("--subscription", help="only this subscription id")
-    parser.add_argument("--json", action="store_true", help="the report as JSON instead of a table")
-    return parser
-
-
-async def _over_http(args: argparse.Namespace) -> dict[str, Any]:
-    import aiohttp  # noqa: PLC0415 - only this mode needs it
-
-    if not args.admin_key:
-        raise SystemExit("--admin-key (or GATEWAY_ADMIN_KEY) is required with --url")
-    params = {"group_by": args.group_by}
-    for name, value in (("from", args.start), ("to", args.end), ("subscription", args.subscription)):
-        if value:
-            params[name] = value
-    url = args.url.rstrip("/") + "/gateway/admin/usage"
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(url, params=params, headers={"x-admin-key": args.admin_key}) as response,
-    ):
-        text = await response.text()
-        if response.status >= 400:
-            raise SystemExit(f"{response.status}: {text}")
-        result: dict[str, Any] = json.loads(text)
-        return result
-
-
-async def _on_store(args: argparse.Namespace) -> dict[str, Any]:
-    from shared.cli import stores_from_environment  # noqa: PLC0415 - keeps `--help` instant
-    from shared.clock import SYSTEM_CLOCK  # noqa: PLC0415
-
-    start, end = time_range(args.start, args.end, SYSTEM_CLOCK.now())
-    stores = stores_from_environment("an embedded ledger lives")
-    try:
-        rows = await stores.ledger.rows(start, end, args.subscription)
-    finally:
-        await stores.close()
-    return report(rows, start, end, args.group_by)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from shared.cli import run_command  # noqa: PLC0415 - the command line's runner, only for this entry
-
-    args = _parser().parse_args(argv)
-    result = run_command(_over_http(args) if args.url else _on_store(args))
-    if isinstance(result, int):
-        return result
-    print(json.dumps(result, indent=2) if args.json else render_table(result), end="" if not args.json else "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
