@@ -17,11 +17,11 @@ import os
 import re
 import secrets
 import unicodedata
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from shared import cacheguard
+from shared import cacheguard, cacheverify
 from shared.api import ApiCall, wants_usage
 from shared.clock import Clock
 from shared.embedders import (
@@ -85,7 +85,7 @@ class CacheConfig:
     embedder: str = LOCAL
     dimensions: int = LOCAL_DIMENSIONS
     send_dimensions: bool = False
-    similarity_threshold: float = cacheguard.DEFAULT_SIMILARITY_THRESHOLD
+    similarity_threshold: float = cacheverify.DEFAULT_SIMILARITY_THRESHOLD
     ttl_seconds: int = 3600
     shared_scope: bool = False
     opt_out_subscriptions: frozenset[str] = frozenset()
@@ -95,6 +95,7 @@ class CacheConfig:
     cache_tool_calls: bool = False
     semantic: bool = True
     guard: bool = True
+    verify: bool = True  # the structural check after the guard (shared.cacheverify); off: the guard alone
     max_entries: int = 10_000
     max_bytes: int = 64 * 1024 * 1024
     store_timeout_seconds: float = 1.0
@@ -175,6 +176,9 @@ class _ConfigParser:
         if index not in ("quantizedFlat", "diskANN"):
             problems.append(f'GATEWAY_CACHE.vector_index: "quantizedFlat" or "diskANN" (got {index!r})')
         base = CacheConfig(frozenset())
+        verify = self._flag("verify", True)
+        # Each check has the threshold its curve was read from (bench/cache_eval/curve.md).
+        threshold = base.similarity_threshold if verify else cacheguard.DEFAULT_SIMILARITY_THRESHOLD
         config = CacheConfig(
             deployments=frozenset(deployments),
             embedder=embedder,
@@ -182,7 +186,7 @@ class _ConfigParser:
             send_dimensions=embedder != LOCAL and "dimensions" in raw,
             # Below 0.5 cosine, sentences on different subjects match: almost surely a distance
             # written where a similarity belongs.
-            similarity_threshold=self._number("similarity_threshold", base.similarity_threshold, 0.5, 1.0),
+            similarity_threshold=self._number("similarity_threshold", threshold, 0.5, 1.0),
             ttl_seconds=int(self._number("ttl_seconds", base.ttl_seconds, 1, 30 * 86400, integer=True)),
             shared_scope=scope == "shared",
             opt_out_subscriptions=frozenset(self._names("opt_out_subscriptions", ())),
@@ -192,6 +196,7 @@ class _ConfigParser:
             cache_tool_calls=self._flag("cache_tool_calls", False),
             semantic=self._flag("semantic", True),
             guard=self._flag("guard", True),
+            verify=verify,
             max_entries=int(self._number("max_entries", base.max_entries, 1, 10_000_000, integer=True)),
             max_bytes=int(self._number("max_bytes", base.max_bytes, 1024, 1 << 40, integer=True)),
             store_timeout_seconds=self._number("store_timeout_seconds", base.store_timeout_seconds, 0.01, 60),
@@ -212,8 +217,9 @@ class CacheStats:
     misses: int = 0
     bypasses: int = 0
     guard_rejections: int = 0
-    guard_reasons: dict[str, int] = field(default_factory=dict)  # number | negation | entity | order -> count
+    guard_reasons: dict[str, int] = field(default_factory=dict)  # shared.cacheverify.REASONS -> count
     failures: int = 0
+    verify_failures: int = 0
     stored: int = 0
     not_stored: dict[str, int] = field(default_factory=dict)  # reason -> count
 
@@ -239,6 +245,7 @@ class Lookup:
     entry: CacheEntry | None = None
     similarity: float | None = None  # semantic hits only
     age: float = 0.0
+    check: str = ""  # the verification of a semantic candidate: "pass", a cacheverify reason, or "unavailable"
 
     @property
     def hit(self) -> bool:
@@ -314,6 +321,8 @@ class Cache:
         self.embedder = embedder
         self.clock = clock
         self.stats = CacheStats()
+        # Every semantic candidate passes this before it is served; replaceable in tests.
+        self.verifier: Callable[[str, str], cacheverify.Verdict] = cacheverify.verify
         self._paused_until = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -428,16 +437,33 @@ class Cache:
         age = self.clock.now() - match.entry.created_at
         if max_age is not None and age > max_age:
             return Lookup(MISS, "older than max-age", plan)
+        check = ""
         if config.guard:
-            verdict = cacheguard.check(plan.text, match.entry.prompt)
-            if not verdict.ok:
-                reason = verdict.reason or "guard"
+            verified = self._verify(plan.text, match.entry.prompt)
+            if verified is None:
+                # Verification could not say: never a hit. Not stored either, as for any other bypass.
+                return Lookup(BYPASS, "verification unavailable", check=cacheverify.UNAVAILABLE)
+            if not verified.ok:
+                reason = verified.reason or "guard"
                 self.stats.guard_rejections += 1
                 self.stats.guard_reasons[reason] = self.stats.guard_reasons.get(reason, 0) + 1
-                log.info("cache guard rejected a match at similarity %.3f: %s differs", match.similarity, reason)
-                return Lookup(MISS, "guard", plan, similarity=None)
+                log.info("cache verification rejected a match at similarity %.3f: %s", match.similarity, reason)
+                return Lookup(MISS, "guard", plan, similarity=None, check=reason)
+            check = "pass"
         self.stats.semantic_hits += 1
-        return Lookup(HIT, "semantic", plan, match.entry, round(match.similarity, 4), age)
+        return Lookup(HIT, "semantic", plan, match.entry, round(match.similarity, 4), age, check=check)
+
+    def _verify(self, new: str, stored: str) -> cacheverify.Verdict | None:
+        """The candidate's verdict, or None when the check itself failed (logged with its trace)."""
+        try:
+            if self.config.verify:
+                return self.verifier(new, stored)
+            guard = cacheguard.check(new, stored)
+            return cacheverify.Verdict(guard.ok, guard.reason)
+        except Exception:  # a bug in a check must not serve an answer: the lookup bypasses
+            log.exception("cache verification failed; bypassing")
+            self.stats.verify_failures += 1
+            return None
 
     # ---- hits
 
