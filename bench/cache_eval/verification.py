@@ -12,8 +12,8 @@ different party or role, a different action on the same object, a different part
 and the guard's own number, negation, named entity and reversal (pairs.jsonl adds "topic": the same subject, a
 different question). Each false-hit rate comes with its one-sided 95 % Clopper-Pearson upper bound.
 
-Run: `python -m bench.cache_eval.evaluate` (rewrites curve.md, this report included). Held-out figures are only
-computed when asked: `python -m bench.cache_eval.verification --held-out`.
+Run: `python -m bench.cache_eval.verification` (development part and CPU time per check), with `--held-out` for
+the held-out part too; `python -m bench.cache_eval.evaluate` rewrites curve.md with this report, both parts.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from shared import cacheguard, cacheverify
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from pathlib import Path
 
 DEV = evaluate.HERE / "verify_dev.jsonl"
 HELD_OUT = evaluate.HERE / "verify_holdout.jsonl"
@@ -259,7 +258,8 @@ def report(dev: Sequence[Judged], held: Sequence[Judged] | None = None) -> str:
             f"bench/cache_eval/verify_holdout.jsonl, {len(held)} pairs, evaluated once with the verifier frozen: "
             f"paraphrase hits {_pct(para)} %, false hits {fh} of {n} ({_pct(fhr)} %, upper bound "
             f"{_pct(upper_bound(fh, n))} %). Targets: false hits 0 with the upper bound under "
-            f"{100 * TARGET_UPPER_BOUND:.1f} %, paraphrase hits at least {100 * TARGET_PARAPHRASE_HIT_RATE:.0f} %.",
+            f"{100 * TARGET_UPPER_BOUND:.1f} %, paraphrase hits at least {100 * TARGET_PARAPHRASE_HIT_RATE:.0f} %. "
+            + _safe_point(held),
             "",
             *class_table(held, at),
             "",
@@ -279,8 +279,22 @@ def report(dev: Sequence[Judged], held: Sequence[Judged] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def load(path: Path) -> list[evaluate.Pair]:
-    return evaluate.load_pairs(path)
+def safe_threshold(judged: Sequence[Judged]) -> float | None:
+    """The lowest threshold, in steps of 0.01 up to 1, at which no negative hits."""
+    for step in range(50, 101):
+        if rates(judged, step / 100)[2] == 0:
+            return step / 100
+    return None
+
+
+def _safe_point(judged: Sequence[Judged]) -> str:
+    safe = safe_threshold(judged)
+    if safe is None:
+        return "No threshold gives zero false hits."
+    return (
+        f"Safety first: the best paraphrase hit rate at zero false hits is {_pct(rates(judged, safe)[0])} % "
+        f"(threshold {safe:.2f})."
+    )
 
 
 def main(argv: Sequence[str] = ()) -> None:
