@@ -35,9 +35,11 @@ import aiohttp
 import numpy as np
 
 from bench.common import ROOT, gateway, simulator
-from shared import cacheguard, minilm
+from shared.cache import guard as cacheguard
+from shared.cache import minilm
 from shared.clock import ManualClock
-from shared.stores.vectors import CacheEntry, EmbeddedVectorStore
+from shared.stores.protocols import CacheEntry
+from shared.stores.vectors import EmbeddedVectorStore
 
 DIM = 384
 THRESHOLD = cacheguard.DEFAULT_SIMILARITY_THRESHOLD
@@ -159,7 +161,7 @@ async def real_prompts_recall(n: int) -> dict[str, Any]:
 
 _EMBED_TIMING = """
 import json, sys, time
-from shared import minilm
+from shared.cache import minilm
 from bench.cache_bench import PAIRS, percentile
 t = time.perf_counter()
 minilm.embed(["warm up: load the model"])
@@ -175,7 +177,7 @@ print(json.dumps({"first_call_ms": load_ms, "p50_ms": percentile(timings, 0.5), 
 
 
 def embedding_time(samples: int) -> dict[str, float]:
-    """In a fresh process with one BLAS thread, as the gateway runs the model (see shared/cache.py)."""
+    """In a fresh process with one BLAS thread, as the gateway runs the model (see local/host.py)."""
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     out = subprocess.run(
         [sys.executable, "-c", _EMBED_TIMING, str(samples)],

@@ -1,4 +1,4 @@
-"""Local embedding cost: all-MiniLM-L6-v2 in numpy (shared.minilm), load time and time per prompt.
+"""Local embedding cost: all-MiniLM-L6-v2 in numpy (shared.cache.minilm), load time and time per prompt.
 
 Prints the module import time, the model's first load (weights and tokenizer read from the installed package),
 then wall and process CPU time per prompt over distinct real prompts (bench/cache_eval/pairs.jsonl): one prompt
@@ -38,7 +38,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 def _timed_calls(batches: list[list[str]]) -> tuple[list[float], float, float]:
     """Wall seconds of each call, and total wall and CPU seconds."""
-    from shared import minilm  # noqa: PLC0415 - imported by main first, timed there
+    from shared.cache import minilm  # noqa: PLC0415 - imported by main first, timed there
 
     walls = []
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -55,14 +55,14 @@ def main() -> None:
     args = parser.parse_args()
 
     start = time.perf_counter()
-    from shared import minilm  # noqa: PLC0415 - the import itself is measured
+    from shared.cache import minilm  # noqa: PLC0415 - the import itself is measured
 
     imported = time.perf_counter() - start
     cpu0, start = time.process_time(), time.perf_counter()
     model = minilm.load()
     load_wall, load_cpu = time.perf_counter() - start, time.process_time() - cpu0
     loaded = f"model load: {load_wall * 1e3:.0f} ms wall, {load_cpu * 1e3:.0f} ms CPU"
-    print(f"import shared.minilm: {imported * 1e3:.1f} ms; {loaded}")
+    print(f"import shared.cache.minilm: {imported * 1e3:.1f} ms; {loaded}")
 
     texts = _prompts(args.prompts)
     tokens = [int(model.tokenize([t])[1].sum()) for t in texts]

@@ -202,8 +202,8 @@ def micro(records: int) -> None:
     from shared.clock import SYSTEM_CLOCK  # noqa: PLC0415
     from shared.config import load_settings  # noqa: PLC0415
     from shared.ledger import Ledger  # noqa: PLC0415
-    from shared.meter import Outcome, RequestRecord  # noqa: PLC0415
     from shared.models import Caller, GatewayRequest, Limits, Usage  # noqa: PLC0415
+    from shared.outcomes import Outcome, RequestRecord  # noqa: PLC0415
     from shared.stores.embedded import EmbeddedLedgerStore  # noqa: PLC0415
     from shared.telemetry import Telemetry  # noqa: PLC0415
 

@@ -231,6 +231,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
+    # One BLAS thread for the cache's local embedder: the model's matrices are small, and OpenBLAS's own pool
+    # fights the event loop for the cores (measured on 2 cores: first embeddings in a worker thread took 400 ms,
+    # not 5 ms). OpenBLAS reads it once, when numpy loads, so the host sets it before anything imports numpy;
+    # the gateway itself never writes the environment.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     load_local_settings()
     from shared import logs  # noqa: PLC0415
     from shared.config import get_settings  # noqa: PLC0415

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge
-from shared.models import GatewayRequest, Operation
-from shared.proxy import DEFAULT_API_VERSION
+from shared.models import DEFAULT_API_VERSION, GatewayRequest, Operation
 
 _AZURE_PATH = re.compile(r"^/openai/deployments/([^/]+)/(chat/completions|embeddings)/?$")
 _OPENAI_PATH = re.compile(r"^(?:/openai)?/v1/(chat/completions|embeddings)/?$")

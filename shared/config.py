@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
+from shared.cache.config import CacheConfig, parse_cache_config
 from shared.catalog import BY_NAME
 from shared.errors import ConfigError
 
@@ -58,6 +60,32 @@ class BreakerPolicy:
         return any(lo <= status <= hi for lo, hi in self.status_ranges)
 
 
+TOKEN_TYPES = ("input", "output")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPrices(Mapping[str, float]):
+    """One deployment's prices per 1,000 tokens, by token type.
+
+    Also a read-only mapping of token type to price, the shape the ledger's `price` reads.
+    """
+
+    input: float = 0.0
+    output: float = 0.0
+
+    def __getitem__(self, token_type: str) -> float:
+        if token_type not in TOKEN_TYPES:
+            raise KeyError(token_type)
+        value: float = getattr(self, token_type)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(TOKEN_TYPES)
+
+    def __len__(self) -> int:
+        return len(TOKEN_TYPES)
+
+
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
     connection_string: str | None = None
@@ -81,13 +109,13 @@ class Settings:
     rate_window_seconds: int = 60
     breaker_sync_seconds: float = 2.0
     probe_schedule: str = "*/30 * * * * *"
-    cache: Mapping[str, Any] | None = None
+    cache: CacheConfig | None = None
     cosmos_endpoint: str | None = None
     cosmos_key: str | None = None
     cosmos_client_id: str | None = None
     cosmos_database: str = "gateway"
     cosmos_container: str = "semcache"
-    prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    prices: Mapping[str, TokenPrices] = field(default_factory=lambda: MappingProxyType({}))
     ledger_flush_seconds: float = 10.0
     log_prompts: bool = False
     metrics_endpoint: bool = False
@@ -300,20 +328,36 @@ def _rate_window(r: _Reader) -> int:
     return seconds
 
 
+def _parse_cache(r: _Reader, deployments: frozenset[str]) -> CacheConfig | None:
+    raw = r.json("GATEWAY_CACHE")
+    return None if raw is None else parse_cache_config(raw, deployments, r.problems)
+
+
+def _parse_prices(r: _Reader) -> Mapping[str, TokenPrices]:
+    raw = r.json("GATEWAY_PRICES") or {}
+    shape = 'GATEWAY_PRICES: {"<deployment>": {"input": <per 1k>, "output": <per 1k>}}'
+    if not isinstance(raw, dict):
+        r.problems.append(shape)
+        return MappingProxyType({})
+    prices: dict[str, TokenPrices] = {}
+    for deployment, table in raw.items():
+        if not isinstance(table, dict) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in table.values()
+        ):
+            if shape not in r.problems:
+                r.problems.append(shape)
+            continue
+        for token_type in sorted(set(table) - set(TOKEN_TYPES)):
+            r.problems.append(f"GATEWAY_PRICES[{deployment}]: unknown token type {token_type!r} (input or output)")
+        prices[deployment] = TokenPrices(**{t: float(table[t]) for t in TOKEN_TYPES if t in table})
+    return MappingProxyType(prices)
+
+
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Parse app settings; raise `ConfigError` listing every problem."""
     r = _Reader(env)
     backends = _parse_backends(r)
-    cache = r.json("GATEWAY_CACHE")
-    if cache is not None and not isinstance(cache, dict):
-        r.problems.append("GATEWAY_CACHE: must be a JSON object")
-        cache = None
-    prices = r.json("GATEWAY_PRICES") or {}
-    if not isinstance(prices, dict) or not all(
-        isinstance(p, dict) and all(isinstance(v, int | float) for v in p.values()) for p in prices.values()
-    ):
-        r.problems.append('GATEWAY_PRICES: {"<deployment>": {"input": <per 1k>, "output": <per 1k>}}')
-        prices = {}
+    deployments = frozenset(d for b in backends for d in b.deployments)
     settings = Settings(
         backends=backends,
         admin_key=r.raw("GATEWAY_ADMIN_KEY"),
@@ -329,13 +373,13 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         rate_window_seconds=_rate_window(r),
         breaker_sync_seconds=r.number("GATEWAY_BREAKER_SYNC_SECONDS", minimum=0.1),
         probe_schedule=r.raw("GATEWAY_PROBE_SCHEDULE") or "*/30 * * * * *",
-        cache=cache,
+        cache=_parse_cache(r, deployments),
         cosmos_endpoint=r.raw("GATEWAY_COSMOS__accountEndpoint"),
         cosmos_key=r.raw("GATEWAY_COSMOS_KEY"),
         cosmos_client_id=r.raw("GATEWAY_COSMOS__clientId"),
         cosmos_database=r.raw("GATEWAY_COSMOS_DATABASE") or "gateway",
         cosmos_container=r.raw("GATEWAY_COSMOS_CONTAINER") or "semcache",
-        prices=prices,
+        prices=_parse_prices(r),
         ledger_flush_seconds=r.number("GATEWAY_LEDGER_FLUSH_SECONDS", minimum=0.1),
         log_prompts=r.flag("GATEWAY_LOG_PROMPTS"),
         metrics_endpoint=r.flag("GATEWAY_METRICS_ENDPOINT"),

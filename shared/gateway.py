@@ -21,17 +21,17 @@ from shared.breaker import BreakerBoard
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.config import Settings, get_settings
 from shared.ledger import Ledger
+from shared.limits.limiter import Limiter, SharedLimiter
 from shared.meter import Meter
 from shared.proxy import Proxy
-from shared.ratelimit import Limiter, SharedLimiter
 from shared.routing import Router
-from shared.stores.factory import Stores, build_stores
+from shared.stores.factory import Stores, build_stores, build_vector_store
 from shared.telemetry import Telemetry
 
 if TYPE_CHECKING:
     import aiohttp
 
-    from shared.cache import Cache
+    from shared.cache.stage import Cache
     from shared.proxy import RelayedStream
 
 log = logging.getLogger("gateway")
@@ -96,10 +96,11 @@ class Gateway:
         self.meter = Meter(self.limiter, self.telemetry if self.telemetry.enabled else None, self.ledger)
         self.cache: Cache | None = None
         if settings.cache is not None:
-            from shared.cache import build_cache  # noqa: PLC0415 - the cache's modules load only when it is on
+            from shared.cache.stage import build_cache  # noqa: PLC0415 - the cache's modules load only when it is on
 
-            # Cheap: parses GATEWAY_CACHE (problems reported now); the model and Cosmos load on first use.
-            self.cache = build_cache(settings, self.proxy, self.session, clock)
+            # Cheap: the model and Cosmos load on first use.
+            store = build_vector_store(settings, settings.cache, clock=clock, session=self.session)
+            self.cache = build_cache(settings.cache, self.proxy, store, clock)
 
     async def session(self) -> aiohttp.ClientSession:
         """The worker's one HTTP session, created inside the running loop on first use."""

@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from shared.errors import StoreUnavailable
-from shared.meter import Outcome
+from shared.outcomes import Outcome
 from shared.stores.protocols import LedgerStore, UsageBatch, UsageCounts, UsageKey, UsageRow
 
 if TYPE_CHECKING:
     from shared.clock import Clock
-    from shared.meter import RequestRecord
+    from shared.outcomes import RequestRecord
 
 log = logging.getLogger("gateway.ledger")
 

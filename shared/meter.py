@@ -9,50 +9,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, Protocol
 
-from shared.models import Caller, Usage
-from shared.ratelimit import Admission, Limiter
-from shared.telemetry import INERT, RequestTrace
+from shared.limits.limiter import Admission, Limiter
+from shared.models import Usage
+from shared.outcomes import RequestRecord
 
 log = logging.getLogger("gateway.request")
-
-
-class Outcome(StrEnum):
-    SUCCESS = "success"
-    CACHE_HIT = "cache_hit"
-    CLIENT_ERROR = "client_error"
-    UNAUTHORIZED = "unauthorized"
-    THROTTLED = "throttled"  # the subscription's own TPM / RPM limit
-    QUOTA_EXCEEDED = "quota_exceeded"
-    BACKEND_ERROR = "backend_error"  # no backend could answer, or one failed mid-stream
-
-
-@dataclass(slots=True)
-class RequestRecord:
-    """Everything known about one request when it ends: the input of metrics, the ledger and the log line."""
-
-    request_id: str
-    operation: str
-    status: int = 0
-    outcome: Outcome = Outcome.SUCCESS
-    caller: Caller | None = None
-    deployment: str | None = None
-    backend: str | None = None
-    region: str | None = None
-    streamed: bool = False
-    usage: Usage | None = None
-    cache: str | None = None  # HIT | MISS | BYPASS, or None when the cache is off
-    tokens_saved: int = 0
-    attempts: list[tuple[str, str, float]] = field(default_factory=list)  # (backend, outcome, seconds)
-    seconds: float = 0.0
-    backend_seconds: float = 0.0
-    ready_seconds: float = 0.0  # until the response, or a stream's first event, was ready (0: same as seconds)
-    error: str | None = None
-    trace: RequestTrace = INERT
-    prompt: str | None = None  # set only when GATEWAY_LOG_PROMPTS is on
 
 
 PROMPT_LOG_CHARS = 4096

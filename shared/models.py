@@ -6,6 +6,9 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+# Sent upstream when the caller names none (OpenAI-shape requests never do).
+DEFAULT_API_VERSION = "2024-10-21"
+
 
 @dataclass(slots=True)
 class GatewayRequest:

@@ -26,14 +26,15 @@ from shared.errors import (
     error_response,
 )
 from shared.gateway import Gateway
+from shared.limits.limiter import Admission
 from shared.logs import request_id_var
-from shared.meter import Outcome, RequestRecord, prompt_of
+from shared.meter import prompt_of
 from shared.models import GatewayRequest, GatewayResponse, Usage
+from shared.outcomes import Outcome, RequestRecord
 from shared.proxy import Attempt, BackendCall, Exhausted, RelayedStream
-from shared.ratelimit import Admission
 
 if TYPE_CHECKING:
-    from shared.cache import StreamRecorder
+    from shared.cache.recorder import StreamRecorder
 
 log = logging.getLogger("gateway.pipeline")
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from shared.breaker import BreakerBoard
 from shared.errors import AttemptFailed, StoreUnavailable
-from shared.proxy import DEFAULT_API_VERSION
+from shared.models import DEFAULT_API_VERSION
 from shared.upstream import deployment_url, mapped, request_headers
 
 if TYPE_CHECKING:

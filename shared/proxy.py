@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -23,6 +23,7 @@ from shared.backendauth import BackendCredential
 from shared.breaker import BreakerBoard
 from shared.clock import Clock
 from shared.errors import AttemptFailed, BackendsThrottled, GatewayError, NoBackendAvailable, retry_after_headers
+from shared.httpsession import SessionProvider
 from shared.models import Usage
 from shared.routing import Candidate, Router, Unavailable, parse_retry_after
 from shared.sse import SseRelay, error_event
@@ -30,7 +31,6 @@ from shared.upstream import deployment_url, mapped, request_headers
 
 log = logging.getLogger("gateway.proxy")
 
-DEFAULT_API_VERSION = "2024-10-21"
 # Backend response headers worth returning; the backend's own rate-limit headers describe the
 # shared backend, not the caller's subscription, so they stay here.
 RETURN_RESPONSE_HEADERS = ("content-type", "x-ms-region", "openai-processing-ms", "x-ms-deployment-name")
@@ -149,9 +149,6 @@ class _Answer:
     body: bytes = b""
     stream: RelayedStream | None = None
     backend_seconds: float = 0.0
-
-
-SessionProvider = Callable[[], Awaitable[aiohttp.ClientSession]]
 
 
 class Proxy:

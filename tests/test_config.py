@@ -80,3 +80,56 @@ def test_embedded_stores_are_refused_when_running_in_azure() -> None:
     with pytest.raises(ConfigError, match="No storage configured while running in Azure"):
         build_stores(load_settings(env))
     assert build_stores(load_settings({"GATEWAY_BACKENDS": json.dumps([BACKEND])})).kind == "embedded"
+
+
+def test_cache_and_prices_are_parsed_once_into_typed_frozen_values() -> None:
+    from dataclasses import FrozenInstanceError
+
+    from shared.cache.config import CacheConfig
+
+    env = {
+        "GATEWAY_BACKENDS": json.dumps([BACKEND]),
+        "GATEWAY_CACHE": json.dumps({"deployments": ["chat"], "ttl_seconds": 60}),
+        "GATEWAY_PRICES": json.dumps({"chat": {"input": 0.15, "output": 0.6}}),
+    }
+    settings = load_settings(env)
+    assert isinstance(settings.cache, CacheConfig)
+    assert settings.cache.deployments == {"chat"}
+    assert settings.cache.ttl_seconds == 60
+    assert (settings.prices["chat"].input, settings.prices["chat"].output) == (0.15, 0.6)
+    assert dict(settings.prices["chat"]) == {"input": 0.15, "output": 0.6}
+    with pytest.raises(FrozenInstanceError):
+        settings.prices["chat"].input = 1.0  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        settings.prices["other"] = settings.prices["chat"]  # type: ignore[index]
+
+
+def test_cache_and_price_problems_are_listed_with_every_other_problem() -> None:
+    env = {
+        "GATEWAY_BACKENDS": json.dumps([{**BACKEND, "priority": -1}]),
+        "GATEWAY_CACHE": json.dumps({"deployments": ["nope"], "scope": "everyone"}),
+        "GATEWAY_PRICES": json.dumps({"chat": {"input": 0.15, "ouput": 0.6}}),
+    }
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    text = "\n".join(info.value.problems)
+    for fragment in (
+        "priority",
+        "GATEWAY_CACHE.deployments: 'nope' is not a deployment",
+        "GATEWAY_CACHE.scope",
+        "GATEWAY_PRICES[chat]: unknown token type 'ouput'",
+    ):
+        assert fragment in text
+
+
+def test_the_stores_factory_picks_the_cache_vector_store() -> None:
+    from shared.clock import ManualClock
+    from shared.stores.factory import build_vector_store
+
+    cache = {"GATEWAY_CACHE": json.dumps({"deployments": ["chat"]}), "GATEWAY_BACKENDS": json.dumps([BACKEND])}
+    embedded = load_settings(cache)
+    assert embedded.cache is not None
+    assert build_vector_store(embedded, embedded.cache, clock=ManualClock()).kind == "embedded"
+    cosmos = load_settings({**cache, "GATEWAY_COSMOS__accountEndpoint": "https://acct.documents.azure.com:443/"})
+    assert cosmos.cache is not None
+    assert build_vector_store(cosmos, cosmos.cache, clock=ManualClock()).kind == "cosmos"  # nothing connects yet

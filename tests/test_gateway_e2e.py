@@ -383,8 +383,8 @@ def test_a_stream_cut_by_the_backend_is_charged_what_was_sent(
     sims: Callable[..., SimulatorThread], gateway_server: Callable[..., GatewayServer]
 ) -> None:
     from shared.api import ApiCall
+    from shared.limits.limiter import Admission, NoLimits
     from shared.models import Caller
-    from shared.ratelimit import Admission, NoLimits
 
     settled: list[int] = []
 

@@ -341,7 +341,7 @@ def test_settings_the_bicep_builds_pass_the_gateways_parsers() -> None:
 
 
 def test_cache_settings_the_bicep_builds_pass_the_cache_parser() -> None:
-    from shared.cache import CacheConfig
+    from shared.cache.config import CacheConfig
 
     settings = deployed_settings()
     deployments = load_settings(settings).deployments
@@ -595,7 +595,7 @@ def test_sample_settings_are_safe_local_values() -> None:
 
 
 def test_sample_settings_pass_the_gateways_parsers() -> None:
-    from shared.cache import CacheConfig
+    from shared.cache.config import CacheConfig
 
     settings = load_settings(sample_values())
     CacheConfig.parse(json.loads(sample_values()["GATEWAY_CACHE"]), settings.deployments)

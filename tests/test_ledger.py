@@ -26,8 +26,8 @@ from shared.clock import ManualClock
 from shared.config import StorageConfig
 from shared.errors import StoreUnavailable
 from shared.ledger import HOUR, Ledger, hour_of, price
-from shared.meter import Outcome, RequestRecord
 from shared.models import Caller, Limits, Usage
+from shared.outcomes import Outcome, RequestRecord
 from shared.stores.embedded import EmbeddedLedgerStore
 from shared.stores.protocols import LedgerStore, UsageBatch, UsageCounts, UsageKey, UsageRow
 from simulator import SimulatorConfig, SimulatorThread
@@ -95,7 +95,8 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[LedgerStore]:
     if request.param == "embedded":
         yield EmbeddedLedgerStore()
         return
-    from shared.stores.tables import TableAccount, TableLedgerStore
+    from shared.stores.tables.account import TableAccount
+    from shared.stores.tables.ledger import TableLedgerStore
 
     azurite: Azurite = request.getfixturevalue("azurite")
     account = TableAccount(StorageConfig(connection_string=azurite.connection_string), prefix=unique_prefix())
@@ -405,7 +406,8 @@ async def test_table_storage_ledger_adds_up_across_instances_and_a_restart(
     reported.append(await drive(restarted.server.url, ALICE_KEY, 20, concurrency=8))
     restarted.server.stop()
 
-    from shared.stores.tables import TableAccount, TableLedgerStore
+    from shared.stores.tables.account import TableAccount
+    from shared.stores.tables.ledger import TableLedgerStore
 
     account = TableAccount(
         StorageConfig(connection_string=azurite.connection_string), prefix=env["GATEWAY_TABLE_PREFIX"]
@@ -479,7 +481,8 @@ async def test_in_azure_sigterm_writes_the_ledger_before_the_worker_ends(
             if host.returncode is None:
                 host.kill()
     assert code == -signal.SIGTERM, (tmp_path / "host.log").read_text()  # it still ends as SIGTERM ends it
-    from shared.stores.tables import TableAccount, TableLedgerStore
+    from shared.stores.tables.account import TableAccount
+    from shared.stores.tables.ledger import TableLedgerStore
 
     account = TableAccount(StorageConfig(connection_string=azurite.connection_string), prefix=prefix)
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared import minilm
+from shared.cache import minilm
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAPHRASE = ("How do I reset my password?", "What's the way to change my password?")
@@ -30,7 +30,8 @@ def cosine(a: str, b: str) -> float:
 
 def test_importing_the_module_loads_neither_numpy_nor_the_model() -> None:
     code = (
-        "import sys, shared.minilm as m; assert m._model is None; assert not {'numpy', 'tokenizers'} & set(sys.modules)"
+        "import sys, shared.cache.minilm as m; assert m._model is None; "
+        "assert not {'numpy', 'tokenizers'} & set(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 

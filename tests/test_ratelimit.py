@@ -15,17 +15,11 @@ import pytest
 from shared.api import ApiCall
 from shared.clock import ManualClock
 from shared.errors import QuotaExceeded, RateLimited, ServiceUnavailable, StoreUnavailable
+from shared.limits.estimate import Estimate
+from shared.limits.lease import Caps, LeaseAsk, decide_lease
+from shared.limits.limiter import Admission, SharedLimiter
+from shared.limits.windows import quota_window, rate_window
 from shared.models import Caller, Limits, Operation, QuotaPeriod
-from shared.ratelimit import (
-    Admission,
-    Caps,
-    Estimate,
-    LeaseAsk,
-    SharedLimiter,
-    decide_lease,
-    quota_window,
-    rate_window,
-)
 from shared.stores.embedded import EmbeddedCounterStore
 from shared.stores.protocols import CounterChange, Counters
 

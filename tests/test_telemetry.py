@@ -7,11 +7,14 @@ and non-streamed calls, cache hits, throttles and failovers leave behind.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import gzip
 import json
 import logging
 import re
+import subprocess
+import sys
 import tempfile
 from collections import deque
 from collections.abc import Iterator, Mapping
@@ -34,18 +37,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from shared.breaker import Status
 from shared.config import Settings
-from shared.meter import Outcome, RequestRecord
 from shared.models import Caller, GatewayRequest, Limits, Usage
-from shared.telemetry import (
-    INERT,
-    METRICS,
-    Telemetry,
-    current,
-    entra_credential,
-    format_traceparent,
-    parse_traceparent,
-    prometheus_name,
-)
+from shared.outcomes import Outcome, RequestRecord
+from shared.telemetry import INERT, Telemetry, current
+from shared.telemetry.export import entra_credential
+from shared.telemetry.names import METRICS
+from shared.telemetry.prometheus import prometheus_name
+from shared.telemetry.tracing import format_traceparent, parse_traceparent
 from simulator import SimulatorConfig, SimulatorThread
 from tests.fixtures.observed import Observed, backend, observe
 from tests.fixtures.servers import settings_for
@@ -282,6 +280,27 @@ def test_metric_names_units_and_resource_follow_the_conventions() -> None:
     units = {m.name: m.unit for m in resource.scope_metrics[0].metrics}
     assert units["gen_ai.client.token.usage"] == "{token}"
     assert units["gen_ai.client.operation.duration"] == "s"
+
+
+def test_importing_telemetry_loads_neither_the_sdk_nor_the_exporter() -> None:
+    code = (
+        "import sys, shared.telemetry; "
+        "loaded = {m for m in sys.modules if m.startswith(('opentelemetry.sdk', 'azure.monitor'))}; "
+        "assert not loaded, loaded"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
+
+
+def test_telemetry_imports_no_stage_not_even_for_types() -> None:
+    # The stages (proxy, meter, pipeline) import telemetry; an import back, even under TYPE_CHECKING, is a cycle.
+    root = Path(__file__).resolve().parent.parent / "shared"
+    stages = {"shared.meter", "shared.pipeline", "shared.proxy", "shared.ratelimit", "shared.api", "shared.ledger"}
+    found = {}
+    for path in [*sorted((root / "telemetry").glob("*.py")), root / "outcomes.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module in stages:
+                found[path.name] = node.module
+    assert found == {}
 
 
 def test_with_nothing_to_export_to_telemetry_is_off_and_requests_pass_the_callers_trace_on() -> None:

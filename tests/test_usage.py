@@ -16,8 +16,8 @@ from shared.admin import usage
 from shared.admin.cli import usage_main
 from shared.clock import SYSTEM_CLOCK
 from shared.ledger import HOUR, hour_of
+from shared.limits.windows import quota_window
 from shared.models import QuotaPeriod
-from shared.ratelimit import quota_window
 from shared.stores.protocols import UsageBatch, UsageCounts, UsageKey
 from simulator import SimulatorConfig, SimulatorThread
 from tests.fixtures.azurite import Azurite, unique_prefix
@@ -246,7 +246,8 @@ async def test_the_cli_reads_the_ledger_in_table_storage_directly(
     azurite: Azurite, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from shared.config import StorageConfig
-    from shared.stores.tables import TableAccount, TableLedgerStore
+    from shared.stores.tables.account import TableAccount
+    from shared.stores.tables.ledger import TableLedgerStore
 
     prefix = unique_prefix()
     hour = hour_of(SYSTEM_CLOCK.now())
@@ -316,8 +317,8 @@ async def test_limiter_reports_what_is_left_of_each_limit() -> None:
 
     from shared.api import ApiCall
     from shared.clock import ManualClock
+    from shared.limits.limiter import SharedLimiter
     from shared.models import Caller, Limits, Operation, QuotaPeriod
-    from shared.ratelimit import SharedLimiter
     from shared.stores.embedded import EmbeddedCounterStore
 
     clock = ManualClock(1_800_000_000.0)

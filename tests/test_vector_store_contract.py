@@ -19,7 +19,8 @@ from azure.cosmos.aio import CosmosClient
 from shared.clock import ManualClock
 from shared.errors import StoreUnavailable
 from shared.stores.cosmos import CosmosVectorStore
-from shared.stores.vectors import CacheEntry, EmbeddedVectorStore, VectorStore
+from shared.stores.protocols import CacheEntry, VectorStore
+from shared.stores.vectors import EmbeddedVectorStore
 from tests.fixtures.cosmos import EMULATOR_KEY, CosmosEndpoint
 
 DIM = 384

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from shared import telemetry
 from shared.breaker import Status
-from shared.meter import Outcome
+from shared.outcomes import Outcome
+from shared.telemetry import names as telemetry
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKBOOK = ROOT / "infra" / "workbooks" / "gateway.workbook.json"

@@ -1,7 +1,7 @@
 """The evidence behind the semantic cache's default threshold: hit and false-hit rates over labelled prompt pairs.
 
-Every pair of pairs.jsonl is embedded with the gateway's local model (shared.minilm) and checked by the near-miss
-guard (shared.cacheguard). For each cosine threshold from 0.70 to 0.98, with and without the guard, it reports the
+Every pair of pairs.jsonl is embedded with the gateway's local model (shared.cache.minilm) and checked by the near-miss
+guard (shared.cache.guard). For each cosine threshold from 0.70 to 0.98, with and without the guard, it reports the
 share of paraphrases that would hit, the share of hard negatives that would wrongly hit (all, and per kind), and the
 paraphrase hits the guard turns away. The recommended threshold is the lowest one whose false-hit rate with the
 guard stays at or below 1 %.
@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shared import cacheguard, minilm
+from shared.cache import guard as cacheguard
+from shared.cache import minilm
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -197,12 +198,12 @@ def report(
         "",
         "Written by `python -m bench.cache_eval.evaluate`; do not edit by hand.",
         "",
-        f"Model: all-MiniLM-L6-v2 (shared.minilm). Pairs: {len(pairs)} in bench/cache_eval/pairs.jsonl "
+        f"Model: all-MiniLM-L6-v2 (shared.cache.minilm). Pairs: {len(pairs)} in bench/cache_eval/pairs.jsonl "
         + "("
         + ", ".join(f"{k} {counts[k]}" for k in KINDS)
         + "). A paraphrase should hit; every other kind is a "
         "hard negative that must not. Rates are per pair: a pair hits when its cosine is at or above the threshold "
-        "and, with the guard on, `shared.cacheguard.check` passes it.",
+        "and, with the guard on, `shared.cache.guard.check` passes it.",
         "",
     ]
     if chosen is not None:
@@ -304,7 +305,7 @@ def main() -> None:
             f"false hits {100 * p.false_hit_rate:.1f} % ({p.false_hits}/{p.negatives})"
         )
     if chosen != cacheguard.DEFAULT_SIMILARITY_THRESHOLD:
-        print(f"NOTE: shared.cacheguard.DEFAULT_SIMILARITY_THRESHOLD is {cacheguard.DEFAULT_SIMILARITY_THRESHOLD}")
+        print(f"NOTE: shared.cache.config.DEFAULT_SIMILARITY_THRESHOLD is {cacheguard.DEFAULT_SIMILARITY_THRESHOLD}")
     # Timings stay out of curve.md, so the recorded curve only changes when the data, model or guard do.
     print(f"guard: {timing[0]:.1f} µs per pair of new texts, {timing[1]:.1f} µs once both are memoised")
     from bench.cache_eval import verification  # noqa: PLC0415 - it builds on this module

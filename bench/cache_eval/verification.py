@@ -1,4 +1,4 @@
-"""The evidence behind the semantic cache's verification (`shared.cacheverify`): per class, hits and false hits.
+"""The evidence behind the semantic cache's verification (`shared.cache.verify`): per class, hits and false hits.
 
 Two parts, split before the verifier existed:
 
@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bench.cache_eval import evaluate
-from shared import cacheguard, cacheverify
+from shared.cache import guard as cacheguard
+from shared.cache import verify as cacheverify
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -59,7 +60,7 @@ class Judged:
     pair: evaluate.Pair
     similarity: float
     guard: bool  # shared.cacheguard passes it
-    verdict: cacheverify.Verdict  # shared.cacheverify
+    verdict: cacheverify.Verdict  # shared.cache.verify
 
     def hits(self, threshold: float, check: str = "verify") -> bool:
         passes = {"none": True, "guard": self.guard, "verify": self.verdict.ok}[check]
@@ -221,7 +222,7 @@ def report(dev: Sequence[Judged], held: Sequence[Judged] | None = None) -> str:
     at = chosen if chosen is not None else cacheverify.DEFAULT_SIMILARITY_THRESHOLD
     counts = Counter(j.pair.kind for j in dev)
     lines = [
-        "# Verification of semantic candidates (shared.cacheverify)",
+        "# Verification of semantic candidates (shared.cache.verify)",
         "",
         f"Development part: {len(dev)} pairs (bench/cache_eval/verify_dev.jsonl and pairs.jsonl: "
         + ", ".join(f"{k} {counts[k]}" for k in ("paraphrase", *CLASSES) if counts[k])
@@ -229,7 +230,7 @@ def report(dev: Sequence[Judged], held: Sequence[Judged] | None = None) -> str:
         "are one-sided 95 % Clopper-Pearson bounds on the false-hit rate.",
         "",
         f"**Threshold with verification: {at:.2f}**, the lowest where false hits on the development part stay "
-        f"at or below {100 * MAX_DEV_FALSE_HIT_RATE:.1f} % (shared.cacheverify.DEFAULT_SIMILARITY_THRESHOLD).",
+        f"at or below {100 * MAX_DEV_FALSE_HIT_RATE:.1f} % (shared.cache.config.VERIFIED_SIMILARITY_THRESHOLD).",
         "",
         f"## Development part at {at:.2f}",
         "",

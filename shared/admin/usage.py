@@ -142,7 +142,7 @@ def time_range(given_from: str | None, given_to: str | None, now: float) -> tupl
 
 
 def _period_bounds(now: float, period: QuotaPeriod) -> tuple[tuple[int, int], tuple[int, int]]:
-    from shared.ratelimit import quota_window  # noqa: PLC0415 - the limiter owns how periods align
+    from shared.limits.windows import quota_window  # noqa: PLC0415 - the limits own how periods align
 
     current = quota_window(now, period)
     previous = quota_window(current.start - 1, period)

@@ -6,24 +6,28 @@ partition: exact matches are point reads by id, semantic matches one
 authenticates with the user-assigned managed identity and the container is
 created by the Bicep (data-plane roles cannot create containers); with a key
 (local emulators only) the store creates the database and container itself.
-azure-core and azure-cosmos exceptions become `StoreUnavailable` here.
+azure-core and azure-cosmos exceptions become `StoreUnavailable` in `_boundary`,
+the one place this module maps them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared.clock import Clock
 from shared.errors import StoreUnavailable
-from shared.stores.vectors import CacheEntry, Match
+from shared.stores.protocols import CacheEntry, Match
 
 if TYPE_CHECKING:
     from azure.cosmos.aio import ContainerProxy, CosmosClient
 
-    from shared.proxy import SessionProvider
-    from shared.stores.vectors import Vector
+    from shared.httpsession import SessionProvider
+    from shared.stores.protocols import Vector
 
 log = logging.getLogger("gateway.cosmos")
 
@@ -37,6 +41,30 @@ NEAREST_QUERY = (
     "FROM c WHERE c.scope = @scope AND c.expires_at > @now AND IS_DEFINED(c.embedding) "
     "ORDER BY VectorDistance(c.embedding, @v)"
 )
+
+
+@dataclass(slots=True)
+class _Answer:
+    missing: bool = False  # the service answered 404 and the caller said that is an answer, not a failure
+
+
+@asynccontextmanager
+async def _boundary(action: str, *, missing_ok: bool = False) -> AsyncIterator[_Answer]:
+    """Map azure-core failures to `StoreUnavailable`; with `missing_ok` a 404 sets `missing` instead.
+
+    A caller that expects "not there" (a point read, a delete) asks for it and
+    reads `answer.missing` after the block; everything else is unavailability.
+    """
+    from azure.core.exceptions import AzureError, ResourceNotFoundError  # noqa: PLC0415 - SDKs load on first use
+
+    answer = _Answer()
+    try:
+        yield answer
+    except AzureError as exc:
+        if missing_ok and isinstance(exc, ResourceNotFoundError):
+            answer.missing = True
+            return
+        raise StoreUnavailable(f"cosmos: {action}: {type(exc).__name__}") from exc
 
 
 def vector_embedding_policy(dimensions: int) -> dict[str, Any]:
@@ -98,8 +126,7 @@ class CosmosVectorStore:
         async with self._lock:
             if self._container is not None:
                 return self._container
-            from azure.core.exceptions import AzureError  # noqa: PLC0415 - lazy: SDKs load on first use
-            from azure.cosmos import PartitionKey  # noqa: PLC0415
+            from azure.cosmos import PartitionKey  # noqa: PLC0415 - lazy: SDKs load on first use
             from azure.cosmos.aio import CosmosClient  # noqa: PLC0415
 
             options: dict[str, Any] = {
@@ -122,58 +149,48 @@ class CosmosVectorStore:
                 client = CosmosClient(self._endpoint, self._credential, **options)
             self._client = client
             try:
-                if self._key is not None:
-                    database = await client.create_database_if_not_exists(self._database)
-                    container = await database.create_container_if_not_exists(
-                        self._container_name,
-                        PartitionKey(path=PARTITION_KEY_PATH),
-                        default_ttl=self._ttl,
-                        indexing_policy=indexing_policy(self._index_type),
-                        vector_embedding_policy=vector_embedding_policy(self._dimensions),
-                    )
-                else:
-                    container = client.get_database_client(self._database).get_container_client(self._container_name)
-                properties = await container.read()
+                async with _boundary(f"cannot open {self._database}/{self._container_name}"):
+                    if self._key is not None:
+                        database = await client.create_database_if_not_exists(self._database)
+                        container = await database.create_container_if_not_exists(
+                            self._container_name,
+                            PartitionKey(path=PARTITION_KEY_PATH),
+                            default_ttl=self._ttl,
+                            indexing_policy=indexing_policy(self._index_type),
+                            vector_embedding_policy=vector_embedding_policy(self._dimensions),
+                        )
+                    else:
+                        container = client.get_database_client(self._database).get_container_client(
+                            self._container_name
+                        )
+                    properties = await container.read()
                 _check_policy(properties, self._dimensions)
             except StoreUnavailable:
                 await self.close()  # the next lookup tries again from the start
                 raise
-            except AzureError as exc:
-                await self.close()
-                raise StoreUnavailable(
-                    f"cosmos: cannot open {self._database}/{self._container_name}: {type(exc).__name__}"
-                ) from exc
             self._container = container
             return container
 
     async def get(self, scope: str, key: str) -> CacheEntry | None:
-        from azure.core.exceptions import AzureError, ResourceNotFoundError  # noqa: PLC0415
-
         container = await self._open()
-        try:
+        async with _boundary("point read failed", missing_ok=True) as answer:
             item = await container.read_item(key, partition_key=scope)
-        except ResourceNotFoundError:
+        if answer.missing:
             return None
-        except AzureError as exc:
-            raise StoreUnavailable(f"cosmos: point read failed: {type(exc).__name__}") from exc
         entry = _entry(item)
         return entry if entry.expires_at > self._clock.now() else None
 
     async def nearest(self, scope: str, vector: Vector, min_similarity: float) -> Match | None:
-        from azure.core.exceptions import AzureError  # noqa: PLC0415
-
         container = await self._open()
         parameters: list[dict[str, Any]] = [
             {"name": "@v", "value": [float(x) for x in vector]},
             {"name": "@scope", "value": scope},
             {"name": "@now", "value": self._clock.now()},
         ]
-        try:
+        async with _boundary("vector query failed"):
             items = [
                 item async for item in container.query_items(NEAREST_QUERY, parameters=parameters, partition_key=scope)
             ]
-        except AzureError as exc:
-            raise StoreUnavailable(f"cosmos: vector query failed: {type(exc).__name__}") from exc
         if not items:
             return None
         similarity = float(items[0]["score"])
@@ -182,8 +199,6 @@ class CosmosVectorStore:
         return Match(_entry(items[0]), min(similarity, 1.0))
 
     async def put(self, entry: CacheEntry, vector: Vector | None) -> None:
-        from azure.core.exceptions import AzureError  # noqa: PLC0415
-
         container = await self._open()
         item: dict[str, Any] = {
             "id": entry.key,
@@ -198,22 +213,14 @@ class CosmosVectorStore:
         }
         if vector is not None:  # without one the entry is found by its exact key only
             item["embedding"] = [float(x) for x in vector]
-        try:
+        async with _boundary("upsert failed"):
             await container.upsert_item(item)
-        except AzureError as exc:
-            raise StoreUnavailable(f"cosmos: upsert failed: {type(exc).__name__}") from exc
 
     async def delete(self, scope: str, key: str) -> bool:
-        from azure.core.exceptions import AzureError, ResourceNotFoundError  # noqa: PLC0415
-
         container = await self._open()
-        try:
+        async with _boundary("delete failed", missing_ok=True) as answer:
             await container.delete_item(key, partition_key=scope)
-        except ResourceNotFoundError:
-            return False
-        except AzureError as exc:
-            raise StoreUnavailable(f"cosmos: delete failed: {type(exc).__name__}") from exc
-        return True
+        return not answer.missing
 
     async def close(self) -> None:
         if self._client is not None:

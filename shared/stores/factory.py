@@ -3,7 +3,8 @@
 Table Storage when a storage endpoint is configured (a connection string
 locally, `GATEWAY_STORAGE__tableServiceUri` with managed identity in Azure);
 embedded otherwise. Embedded state is per process, so in Azure (many
-instances) it is refused.
+instances) it is refused. The semantic cache's vector store: Cosmos DB when
+`GATEWAY_COSMOS__accountEndpoint` is set, the embedded numpy store otherwise.
 """
 
 from __future__ import annotations
@@ -20,14 +21,15 @@ from shared.stores.embedded import (
     EmbeddedLedgerStore,
     EmbeddedSubscriptionStore,
 )
-from shared.stores.protocols import BreakerStore, CounterStore, LedgerStore, ProbeStore, SubscriptionStore
+from shared.stores.protocols import BackendStateStore, CounterStore, LedgerStore, SubscriptionStore
 
 if TYPE_CHECKING:
     import aiohttp
 
-
-class BackendStateStore(BreakerStore, ProbeStore, Protocol):
-    """Breakers and probe results live side by side."""
+    from shared.cache.config import CacheConfig
+    from shared.clock import Clock
+    from shared.httpsession import SessionProvider
+    from shared.stores.protocols import VectorStore
 
 
 class Account(Protocol):
@@ -77,13 +79,11 @@ def build_stores(
             "embedded",
         )
     # The Azure SDK is imported only when Table Storage is configured: cold starts stay cheap otherwise.
-    from shared.stores.tables import (  # noqa: PLC0415
-        TableAccount,
-        TableBackendStateStore,
-        TableCounterStore,
-        TableLedgerStore,
-        TableSubscriptionStore,
-    )
+    from shared.stores.tables.account import TableAccount  # noqa: PLC0415
+    from shared.stores.tables.backend_state import TableBackendStateStore  # noqa: PLC0415
+    from shared.stores.tables.counters import TableCounterStore  # noqa: PLC0415
+    from shared.stores.tables.ledger import TableLedgerStore  # noqa: PLC0415
+    from shared.stores.tables.subscriptions import TableSubscriptionStore  # noqa: PLC0415
 
     try:
         account = TableAccount(settings.storage, prefix=settings.table_prefix, session=session)
@@ -97,3 +97,27 @@ def build_stores(
         "tables",
         account,
     )
+
+
+def build_vector_store(
+    settings: Settings, cache: CacheConfig, *, clock: Clock, session: SessionProvider | None = None
+) -> VectorStore:
+    """The semantic cache's store; nothing connects here (Cosmos clients share `session`, built lazily)."""
+    if settings.cosmos_endpoint:
+        from shared.stores.cosmos import CosmosVectorStore  # noqa: PLC0415 - the Cosmos SDK loads only when used
+
+        return CosmosVectorStore(
+            endpoint=settings.cosmos_endpoint,
+            database=settings.cosmos_database,
+            container=settings.cosmos_container,
+            dimensions=cache.dimensions,
+            ttl_seconds=cache.ttl_seconds,
+            clock=clock,
+            key=settings.cosmos_key,
+            client_id=settings.cosmos_client_id,
+            session=session,
+            index_type=cache.vector_index,
+        )
+    from shared.stores.vectors import EmbeddedVectorStore  # noqa: PLC0415 - loads with the cache, when it is on
+
+    return EmbeddedVectorStore(clock=clock, max_entries=cache.max_entries, max_bytes=cache.max_bytes)

@@ -1,7 +1,8 @@
 """The small async protocols every kind of shared state sits behind.
 
-Each protocol has two implementations: Azure (`stores/tables.py`) and embedded
-(`stores/embedded.py`, in-process). `stores/factory.py` picks one from
+Each protocol has two implementations: Azure (`stores/tables/`; the vector
+cache's `stores/cosmos.py`) and embedded (`stores/embedded.py`, the vector
+cache's `stores/vectors.py`; in-process). `stores/factory.py` picks one from
 configuration. Implementations raise `shared.errors.StoreUnavailable` when
 the backing service cannot be reached, and nothing else of their own; one
 contract suite (tests/test_stores_contract.py) runs against both.
@@ -11,9 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from shared.models import Subscription
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Vector = npt.NDArray[np.float32]
 
 T = TypeVar("T")
 
@@ -67,6 +74,10 @@ class ProbeStore(Protocol):
     async def load_probes(self) -> dict[str, dict[str, object]]: ...
 
 
+class BackendStateStore(BreakerStore, ProbeStore, Protocol):
+    """Breakers and probe results live side by side."""
+
+
 Counters = Mapping[str, int]
 CounterChange = Callable[[Counters], "dict[str, int] | None"]
 
@@ -112,7 +123,7 @@ class UsageCounts:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
-    requests: Mapping[str, int] = field(default_factory=dict)  # by outcome (shared.meter.Outcome values)
+    requests: Mapping[str, int] = field(default_factory=dict)  # by outcome (shared.outcomes.Outcome values)
     cost: float = 0.0  # from GATEWAY_PRICES at the time of the request
     subscription_name: str = ""  # the latest name seen, for reports
 
@@ -165,3 +176,54 @@ class LedgerStore(Protocol):
     async def rows(self, start_hour: int, end_hour: int, subscription_id: str | None = None) -> list[UsageRow]:
         """Rows with start_hour <= hour < end_hour, of one subscription or of all."""
         ...
+
+
+# ---- the semantic cache
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """One stored answer. `key` is the exact-match key, unique within `scope`."""
+
+    scope: str
+    key: str
+    prompt: str  # the lookup text, compared by the guard on a semantic match
+    response: bytes  # a chat.completion JSON body
+    prompt_tokens: int
+    completion_tokens: int
+    created_at: float  # epoch seconds
+    expires_at: float
+
+    @property
+    def size(self) -> int:
+        return len(self.response) + len(self.prompt.encode()) + len(self.scope) + len(self.key)
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    entry: CacheEntry
+    similarity: float  # cosine similarity, 1.0 for the same direction
+
+
+class VectorStore(Protocol):
+    """Cache entries by scope, found by exact key or by nearest vector.
+
+    Vectors are unit length. Expired entries (by the store's clock) are never
+    returned. Failures raise `shared.errors.StoreUnavailable`.
+    """
+
+    kind: str
+
+    async def get(self, scope: str, key: str) -> CacheEntry | None: ...
+
+    async def nearest(self, scope: str, vector: Vector, min_similarity: float) -> Match | None:
+        """The most similar unexpired entry in `scope`, if its similarity is at least `min_similarity`."""
+        ...
+
+    async def put(self, entry: CacheEntry, vector: Vector | None) -> None:
+        """Store `entry`, replacing any with the same scope and key; without a vector it is found by key only."""
+        ...
+
+    async def delete(self, scope: str, key: str) -> bool: ...
+
+    async def close(self) -> None: ...

@@ -1,4 +1,4 @@
-"""The semantic cache's store: the `VectorStore` protocol, its values, and the embedded in-process implementation.
+"""The semantic cache's embedded `VectorStore` (the protocol and its values are in `stores/protocols.py`).
 
 The embedded store keeps one numpy matrix per scope, expires entries by the
 injected clock, evicts oldest first past its entry and byte budgets, and
@@ -12,63 +12,16 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from shared.clock import SYSTEM_CLOCK, Clock
+from shared.stores.protocols import CacheEntry, Match
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    Vector = npt.NDArray[np.float32]
-
-
-@dataclass(frozen=True, slots=True)
-class CacheEntry:
-    """One stored answer. `key` is the exact-match key, unique within `scope`."""
-
-    scope: str
-    key: str
-    prompt: str  # the lookup text, compared by the guard on a semantic match
-    response: bytes  # a chat.completion JSON body
-    prompt_tokens: int
-    completion_tokens: int
-    created_at: float  # epoch seconds
-    expires_at: float
-
-    @property
-    def size(self) -> int:
-        return len(self.response) + len(self.prompt.encode()) + len(self.scope) + len(self.key)
-
-
-@dataclass(frozen=True, slots=True)
-class Match:
-    entry: CacheEntry
-    similarity: float  # cosine similarity, 1.0 for the same direction
-
-
-class VectorStore(Protocol):
-    """Cache entries by scope, found by exact key or by nearest vector.
-
-    Vectors are unit length. Expired entries (by the store's clock) are never
-    returned. Failures raise `shared.errors.StoreUnavailable`.
-    """
-
-    kind: str
-
-    async def get(self, scope: str, key: str) -> CacheEntry | None: ...
-
-    async def nearest(self, scope: str, vector: Vector, min_similarity: float) -> Match | None:
-        """The most similar unexpired entry in `scope`, if its similarity is at least `min_similarity`."""
-        ...
-
-    async def put(self, entry: CacheEntry, vector: Vector | None) -> None:
-        """Store `entry`, replacing any with the same scope and key; without a vector it is found by key only."""
-        ...
-
-    async def delete(self, scope: str, key: str) -> bool: ...
-
-    async def close(self) -> None: ...
+    from shared.stores.protocols import Vector
 
 
 SIGNATURE_BITS = 256

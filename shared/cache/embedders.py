@@ -1,6 +1,6 @@
 """Turning a prompt into a unit vector for the semantic cache: the built-in local model, or an embedding deployment.
 
-`"local"` runs all-MiniLM-L6-v2 (`shared.minilm`) in a worker thread, so the
+`"local"` runs all-MiniLM-L6-v2 (`shared.cache.minilm`) in a worker thread, so the
 event loop never waits on the model; the model loads on the first embedding,
 not at import or start. Any other name is an embedding deployment of the
 backend pool, called through the gateway's proxy with the same routing,
@@ -10,22 +10,22 @@ failover and circuit breakers as chat.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import logging
 import uuid
 from typing import TYPE_CHECKING, Protocol
 
-from shared.errors import EmbeddingUnavailable
-from shared.proxy import DEFAULT_API_VERSION, BackendCall, Exhausted
+from shared.cache.config import LOCAL, LOCAL_DIMENSIONS, CacheConfig
+from shared.errors import ConfigError, EmbeddingUnavailable
+from shared.models import DEFAULT_API_VERSION
+from shared.proxy import BackendCall, Exhausted
 
 if TYPE_CHECKING:
     from shared.proxy import Proxy
-    from shared.stores.vectors import Vector
+    from shared.stores.protocols import Vector
 
 log = logging.getLogger("gateway.embedders")
-
-LOCAL = "local"
-LOCAL_DIMENSIONS = 384
 
 
 class Embedder(Protocol):
@@ -56,7 +56,7 @@ class LocalEmbedder:
 
 
 def _local_embed(text: str) -> Vector:
-    from shared import minilm  # noqa: PLC0415 - the model loads on first use, in this worker thread
+    from shared.cache import minilm  # noqa: PLC0415 - the model loads on first use, in this worker thread
 
     row: Vector = minilm.embed([text])[0]
     return row
@@ -115,3 +115,23 @@ class PoolEmbedder:
             raise EmbeddingUnavailable(f"embedding deployment {self.name} returned a zero vector")
         unit: Vector = vector / norm
         return unit
+
+
+def build_embedder(config: CacheConfig, proxy: Proxy) -> Embedder:
+    """The embedder `GATEWAY_CACHE.embedder` names; `ConfigError` if it is the local model and that is not installed."""
+    if config.embedder != LOCAL:
+        return PoolEmbedder(
+            proxy, config.embedder, dimensions=config.dimensions, send_dimensions=config.send_dimensions
+        )
+    from shared.cache.minilm import MODEL_PACKAGE  # noqa: PLC0415 - cheap: the model itself loads on first use
+
+    if importlib.util.find_spec(MODEL_PACKAGE) is None:
+        raise ConfigError(
+            [
+                f"GATEWAY_CACHE.embedder: 'local' needs the model package ({MODEL_PACKAGE}, installed by "
+                "`make deps` with --no-deps); in Azure use an embedding deployment of GATEWAY_BACKENDS"
+            ]
+        )
+    # OpenBLAS reads OPENBLAS_NUM_THREADS when numpy loads; the local host sets it to 1 (local/host.py) because
+    # its thread pool fights the event loop for the cores. Nothing here writes the environment.
+    return LocalEmbedder()

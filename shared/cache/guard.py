@@ -35,10 +35,24 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import NamedTuple
 
-# The cosine similarity above which the semantic cache considers a stored prompt at all, for all-MiniLM-L6-v2
-# with this guard on: the lowest threshold whose false hits stay at or below 1 % on bench/cache_eval/pairs.jsonl.
-# bench/cache_eval/curve.md records the curve it was read from; `python -m bench.cache_eval.evaluate` redraws it.
-DEFAULT_SIMILARITY_THRESHOLD = 0.81
+# Calibrated with this guard on; defined with the other cache settings, named here for the evaluation's readers.
+from shared.cache.config import DEFAULT_SIMILARITY_THRESHOLD  # noqa: F401 - re-exported, see above
+from shared.cache.guard_words import (
+    DETERMINERS,
+    FUNCTION_WORDS,
+    LOWERCASE_NAMES,
+    MULTIPLIERS,
+    NEGATING_PREFIXES,
+    NEGATIONS,
+    NOT_NAMES,
+    NUMBER_WORDS,
+    OPPOSITE,
+    ORDINALS,
+    SENTENCE_OPENERS,
+    SMALL,
+    SYMMETRIC,
+    UNITS,
+)
 
 NUMBER = "number"
 NEGATION = "negation"
@@ -54,248 +68,6 @@ class Verdict:
 
 
 SAFE = Verdict(True)
-
-# ---- vocabulary
-
-
-def _words(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
-
-_UNITS = {
-    **dict.fromkeys(["%", "percent", "pct", "per cent"], "%"),
-    **dict.fromkeys(["$", "usd", "dollar", "dollars", "bucks"], "usd"),
-    **dict.fromkeys(["€", "eur", "euro", "euros"], "eur"),
-    **dict.fromkeys(["£", "gbp", "sterling"], "gbp"),
-    **dict.fromkeys(["¥", "jpy", "yen"], "jpy"),
-    **dict.fromkeys(["km", "kms", "kilometer", "kilometers", "kilometre", "kilometres"], "km"),
-    **dict.fromkeys(["m", "meter", "meters", "metre", "metres"], "m"),
-    **dict.fromkeys(["cm", "centimeter", "centimeters", "centimetre", "centimetres"], "cm"),
-    **dict.fromkeys(["mm", "millimeter", "millimeters", "millimetre", "millimetres"], "mm"),
-    **dict.fromkeys(["mi", "mile", "miles"], "mi"),
-    **dict.fromkeys(["ft", "foot", "feet"], "ft"),
-    **dict.fromkeys(["inch", "inches"], "in"),
-    **dict.fromkeys(["yd", "yard", "yards"], "yd"),
-    **dict.fromkeys(["kg", "kgs", "kilo", "kilos", "kilogram", "kilograms"], "kg"),
-    **dict.fromkeys(["g", "gram", "grams", "gr"], "g"),
-    **dict.fromkeys(["mg", "milligram", "milligrams"], "mg"),
-    **dict.fromkeys(["lb", "lbs", "pound", "pounds"], "lb"),
-    **dict.fromkeys(["oz", "ounce", "ounces"], "oz"),
-    **dict.fromkeys(["l", "liter", "liters", "litre", "litres"], "l"),
-    **dict.fromkeys(["ml", "milliliter", "milliliters", "millilitre", "millilitres"], "ml"),
-    **dict.fromkeys(["cup", "cups"], "cup"),
-    **dict.fromkeys(["tbsp", "tablespoon", "tablespoons"], "tbsp"),
-    **dict.fromkeys(["tsp", "teaspoon", "teaspoons"], "tsp"),
-    **dict.fromkeys(["gal", "gallon", "gallons"], "gal"),
-    **dict.fromkeys(["°c", "celsius", "centigrade"], "°c"),
-    **dict.fromkeys(["°f", "fahrenheit"], "°f"),
-    **dict.fromkeys(["°", "degree", "degrees", "deg"], "°"),
-    **dict.fromkeys(["ms", "millisecond", "milliseconds"], "ms"),
-    **dict.fromkeys(["s", "sec", "secs", "second", "seconds"], "s"),
-    **dict.fromkeys(["min", "mins", "minute", "minutes"], "min"),
-    **dict.fromkeys(["h", "hr", "hrs", "hour", "hours"], "h"),
-    **dict.fromkeys(["day", "days"], "day"),
-    **dict.fromkeys(["week", "weeks", "wk", "wks"], "week"),
-    **dict.fromkeys(["month", "months", "mo"], "month"),
-    **dict.fromkeys(["year", "years", "yr", "yrs"], "year"),
-    **dict.fromkeys(["decade", "decades"], "decade"),
-    **dict.fromkeys(["kb", "kilobyte", "kilobytes"], "kb"),
-    **dict.fromkeys(["mb", "megabyte", "megabytes"], "mb"),
-    **dict.fromkeys(["gb", "gigabyte", "gigabytes"], "gb"),
-    **dict.fromkeys(["tb", "terabyte", "terabytes"], "tb"),
-    **dict.fromkeys(["mph"], "mph"),
-    **dict.fromkeys(["kph", "kmh", "km/h"], "km/h"),
-    **dict.fromkeys(["am", "a.m."], "am"),
-    **dict.fromkeys(["pm", "p.m."], "pm"),
-    **dict.fromkeys(["st", "nd", "rd", "th"], "th"),
-    **dict.fromkeys(["cal", "calorie", "calories", "kcal"], "kcal"),
-}
-_SMALL = {
-    "zero": 0,
-    "one": 1,
-    "two": 2,
-    "three": 3,
-    "four": 4,
-    "five": 5,
-    "six": 6,
-    "seven": 7,
-    "eight": 8,
-    "nine": 9,
-    "ten": 10,
-    "eleven": 11,
-    "twelve": 12,
-    "thirteen": 13,
-    "fourteen": 14,
-    "fifteen": 15,
-    "sixteen": 16,
-    "seventeen": 17,
-    "eighteen": 18,
-    "nineteen": 19,
-    "twenty": 20,
-    "thirty": 30,
-    "forty": 40,
-    "fifty": 50,
-    "sixty": 60,
-    "seventy": 70,
-    "eighty": 80,
-    "ninety": 90,
-    # Multiplicative adverbs ask a different question than the bare verb ("reset it twice"); "once" is left
-    # out because it mostly means "after" ("once installed, ...").
-    "twice": 2,
-    "thrice": 3,
-}
-_MULTIPLIERS = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9, "trillion": 10**12}
-_NUMBER_WORDS = frozenset([*_SMALL, *_MULTIPLIERS, "dozen"])
-_ORDINALS = {
-    "first": 1,
-    "third": 3,
-    "fourth": 4,
-    "fifth": 5,
-    "sixth": 6,
-    "seventh": 7,
-    "eighth": 8,
-    "ninth": 9,
-    "tenth": 10,
-    "eleventh": 11,
-    "twelfth": 12,
-    "twentieth": 20,
-    "hundredth": 100,
-}
-_NEGATIONS = _words(
-    """
-    not no never none nor neither nobody nothing nowhere without except excluding cannot non
-    dont doesnt didnt isnt arent wasnt werent cant wont shouldnt wouldnt couldnt hasnt havent hadnt
-    """
-)
-# Opposites: a prompt that swaps one for the other asks the opposite question. Kept to unambiguous pairs
-# ("before"/"after" is an order, handled by the relation rule; "new"/"old" and "in"/"out" are too common).
-_OPPOSITES = [
-    ("on", "off"),
-    ("enable", "disable"),
-    ("enabled", "disabled"),
-    ("increase", "decrease"),
-    ("increase", "reduce"),
-    ("raise", "lower"),
-    ("higher", "lower"),
-    ("high", "low"),
-    ("upgrade", "downgrade"),
-    ("add", "remove"),
-    ("install", "uninstall"),
-    ("encrypt", "decrypt"),
-    ("import", "export"),
-    ("upload", "download"),
-    ("buy", "sell"),
-    ("open", "close"),
-    ("start", "stop"),
-    ("lock", "unlock"),
-    ("show", "hide"),
-    ("allow", "block"),
-    ("allow", "deny"),
-    ("accept", "reject"),
-    ("include", "exclude"),
-    ("maximum", "minimum"),
-    ("max", "min"),
-    ("maximize", "minimize"),
-    ("more", "less"),
-    ("most", "least"),
-    ("best", "worst"),
-    ("hot", "cold"),
-    ("fast", "slow"),
-    ("faster", "slower"),
-    ("cheap", "expensive"),
-    ("cheapest", "expensive"),
-    ("first", "last"),
-    ("left", "right"),
-    ("up", "down"),
-    ("above", "below"),
-    ("inside", "outside"),
-    ("win", "lose"),
-    ("gain", "lose"),
-    ("positive", "negative"),
-    ("true", "false"),
-    ("legal", "illegal"),
-    ("safe", "dangerous"),
-    ("possible", "impossible"),
-    ("always", "never"),
-    ("connect", "disconnect"),
-    ("login", "logout"),
-    ("incoming", "outgoing"),
-    ("inbound", "outbound"),
-    ("input", "output"),
-    ("credit", "debit"),
-    ("deposit", "withdraw"),
-    ("borrow", "lend"),
-    ("ascending", "descending"),
-    ("north", "south"),
-    ("east", "west"),
-    ("advantage", "disadvantage"),
-    ("pro", "con"),
-    ("benefit", "risk"),
-    ("benefit", "drawback"),
-    ("agree", "disagree"),
-    ("like", "dislike"),
-    ("push", "pull"),
-    ("send", "receive"),
-    ("full", "empty"),
-    ("wet", "dry"),
-    ("overweight", "underweight"),
-    ("overpaid", "underpaid"),
-]
-_OPPOSITE: dict[str, frozenset[str]] = {}
-for _a, _b in _OPPOSITES:
-    _OPPOSITE[_a] = _OPPOSITE.get(_a, frozenset()) | {_b}
-    _OPPOSITE[_b] = _OPPOSITE.get(_b, frozenset()) | {_a}
-# "pair" / "unpair", "advantage" / "disadvantage", "activate" / "deactivate": an opposite made by a prefix.
-_NEGATING_PREFIXES = ("un", "dis", "de", "non")
-
-_FUNCTION_WORDS = _words(
-    """
-    a an the this that these those my your our their his her its me you we they he she it i us them
-    what which who whom whose when where why how whats whos hows
-    is are was were be been being am do does did done doing have has had having can could should would will
-    shall may might must
-    and or but if then so than as of at by for with about against between into through during before after
-    above below to from up down in out on off over under again further once here there all any both each few
-    more most other some such only own same too very just also there's it's i'm i've i'd i'll
-    """
-)
-# Words that start a prompt without naming anything: capitalised only because they come first.
-_SENTENCE_OPENERS = _FUNCTION_WORDS | _words(
-    """
-    hi hello hey dear thanks thank sorry ok okay yes no also now so well actually quick question urgent note
-    please can could would should will did was were has have had let lets let's whats what's how's where's who's
-    is there isn't aren't don't doesn't can't won't didn't shouldn't not never my our your im i'm
-    as in on at for from to by with after before during while when if since because although though
-    one some many much every each all most few several other another such none neither either any anyone
-    best good top tip tips ways steps ideas examples recipe difference meaning definition benefits pros cons
-    guide tutorial overview summary instructions
-    explain describe tell give show list write create make find help convert translate summarize summarise
-    compare calculate recommend suggest generate plan book check get set use need want name define outline
-    draft rewrite rephrase paraphrase improve analyze analyse identify provide share draw design build
-    implement refactor optimize optimise review proofread correct edit format schedule remind search look
-    teach walk guide brainstorm estimate predict classify extract parse count solve prove simplify evaluate
-    enumerate answer reply assume imagine pretend act continue complete finish produce compose transform
-    replace rename move copy insert configure deploy execute test verify validate contrast clarify elaborate
-    discuss justify critique rate rank advise assist support organize organise prepare compute determine
-    reset change update delete remove add install uninstall enable disable turn open close start stop run
-    send email call buy sell pay cancel return order track fix debug sort reverse merge read
-    """
-)
-# Names often typed in lowercase (not those that are also common words: react, excel, rust, swift, chrome).
-_LOWERCASE_NAMES = _words(
-    """
-    python javascript typescript java kotlin golang ruby php perl scala haskell sql mysql postgresql postgres
-    sqlite mongodb redis docker kubernetes linux ubuntu debian fedora macos android ios firefox git github npm
-    pip pandas numpy vue django nginx
-    usd eur gbp jpy chf cad aud cny inr
-    monday tuesday wednesday thursday friday saturday sunday
-    january february april june july august september october november december
-    """
-)
-# Capitalised or all-caps words that name nothing.
-_NOT_NAMES = frozenset(["i", "i'm", "i've", "i'd", "i'll", "ok", "okay", "asap", "fyi", "faq", "pls", "tl;dr"])
-_DETERMINERS = _words("a an the my your our their his her its this that these those some")
-_SYMMETRIC = frozenset(["and", "or", "&", "and/or", ","])
 
 # ---- tokens
 
@@ -376,7 +148,7 @@ def _tokens(text: str) -> list[_Token]:
         elif kind == "word":
             raw = m.group()
             low = raw.lower()
-            if "-" in low and low.split("-", 1)[0] in _NUMBER_WORDS:
+            if "-" in low and low.split("-", 1)[0] in NUMBER_WORDS:
                 # "twenty-one", "ten-year-old", "one-week": the number words and the unit are separate terms.
                 for j, part in enumerate(raw.split("-")):
                     append(_Token("word", part, part.lower(), sentence_start and j == 0))
@@ -425,12 +197,12 @@ def _unit_after(tokens: list[_Token], i: int) -> tuple[str, int]:
         return "", 0
     t = tokens[i]
     if t.kind == "sym" and t.low in ("$", "€", "£", "¥"):
-        return _UNITS[t.low], 1
+        return UNITS[t.low], 1
     if t.kind == "sym" and t.low in ("%", "°"):
         nxt = tokens[i + 1].low if i + 1 < len(tokens) else ""
         if t.low == "°" and nxt in ("c", "f", "celsius", "fahrenheit"):
             return "°" + nxt[0], 2
-        return _UNITS[t.low], 1
+        return UNITS[t.low], 1
     if t.kind != "word":
         return "", 0
     if t.low in ("degree", "degrees", "deg") and i + 1 < len(tokens):
@@ -442,8 +214,8 @@ def _unit_after(tokens: list[_Token], i: int) -> tuple[str, int]:
     if t.low == "per" and i + 1 < len(tokens) and tokens[i + 1].low == "cent":
         return "%", 2
     for part in (t.low, t.low.split("-")[0]):
-        if part in _UNITS:
-            return _UNITS[part], 1
+        if part in UNITS:
+            return UNITS[part], 1
     return "", 0
 
 
@@ -457,27 +229,27 @@ def _numbers(tokens: list[_Token]) -> Counter[tuple[str, str]]:
         start = i
         if t.kind == "num":
             value = _decimal(t.text)
-            unit = _UNITS.get(t.suffix, t.suffix)
+            unit = UNITS.get(t.suffix, t.suffix)
             if unit == "k" and isinstance(value, Decimal):  # 10k = 10,000
                 value, unit = value * 1000, ""
             i += 1
-        elif t.kind == "word" and t.low in _NUMBER_WORDS:
+        elif t.kind == "word" and t.low in NUMBER_WORDS:
             i = _word_number_end(tokens, i)
-            words = [w.low for w in tokens[start:i] if w.low in _NUMBER_WORDS]
+            words = [w.low for w in tokens[start:i] if w.low in NUMBER_WORDS]
             value = _word_value(words)
             # "one" alone is as often a pronoun ("which one") as a count: it counts only with a unit or multiplier.
             if words == ["one"] and not _unit_after(tokens, i)[1]:
                 value = None
-        elif t.kind == "word" and (t.low in _ORDINALS or (t.low == "second" and i and tokens[i - 1].low == "the")):
-            value, unit = Decimal(_ORDINALS.get(t.low, 2)), "th"
+        elif t.kind == "word" and (t.low in ORDINALS or (t.low == "second" and i and tokens[i - 1].low == "the")):
+            value, unit = Decimal(ORDINALS.get(t.low, 2)), "th"
             i += 1
         else:
             i += 1
             continue
         if value is None:
             continue
-        if isinstance(value, Decimal) and i < len(tokens) and tokens[i].low in _MULTIPLIERS:
-            value *= _MULTIPLIERS[tokens[i].low]
+        if isinstance(value, Decimal) and i < len(tokens) and tokens[i].low in MULTIPLIERS:
+            value *= MULTIPLIERS[tokens[i].low]
             i += 1
         if not unit:
             unit, used_tokens = _unit_after(tokens, i)
@@ -485,7 +257,7 @@ def _numbers(tokens: list[_Token]) -> Counter[tuple[str, str]]:
         if not unit and start > 0:
             before = tokens[start - 1]
             if before.low in ("$", "€", "£", "¥") or (before.kind == "word" and before.low in ("usd", "eur", "gbp")):
-                unit = _UNITS[before.low]
+                unit = UNITS[before.low]
         found[_canonical(value), unit] += 1
     return found
 
@@ -494,14 +266,14 @@ def _word_value(words: list[str]) -> Decimal:
     """The value of number words: "twenty one", "two hundred fifty", "a dozen", "three thousand"."""
     total = current = 0
     for w in words:
-        if w in _SMALL:
-            current += _SMALL[w]
+        if w in SMALL:
+            current += SMALL[w]
         elif w == "dozen":
             current = max(current, 1) * 12
         elif w == "hundred":
             current = max(current, 1) * 100
         else:
-            total += max(current, 1) * _MULTIPLIERS[w]
+            total += max(current, 1) * MULTIPLIERS[w]
             current = 0
     return Decimal(total + current)
 
@@ -511,8 +283,8 @@ def _word_number_end(tokens: list[_Token], i: int) -> int:
     j = i
     while j < len(tokens):
         t = tokens[j]
-        number = t.kind == "word" and t.low in _NUMBER_WORDS
-        joins = t.low == "and" and j > i and j + 1 < len(tokens) and tokens[j + 1].low in _SMALL
+        number = t.kind == "word" and t.low in NUMBER_WORDS
+        joins = t.low == "and" and j > i and j + 1 < len(tokens) and tokens[j + 1].low in SMALL
         if not (number or joins):
             break
         j += 1
@@ -553,18 +325,18 @@ def _entities(text: str, tokens: list[_Token]) -> tuple[frozenset[str], frozense
         w, low = t.text, t.low
         if w == low and w.isalpha():
             # The common case, a plain lowercase word: only the list of lowercase names applies.
-            if low in _LOWERCASE_NAMES:
+            if low in LOWERCASE_NAMES:
                 names.add(low)
             continue
-        if low in _NOT_NAMES:
+        if low in NOT_NAMES:
             continue
         # snake_case, dotted.names (not abbreviations like e.g.), C#, C++
         code = "_" in w or w.endswith(("#", "++")) or ("." in w and any(len(p) > 1 for p in w.split(".")))
         mixed = bool(_CAMEL.search(w)) and not shouting
         capital = (
-            w[0].isupper() and not shouting and not title and not (t.start_of_sentence and low in _SENTENCE_OPENERS)
+            w[0].isupper() and not shouting and not title and not (t.start_of_sentence and low in SENTENCE_OPENERS)
         )
-        if code or mixed or capital or low in _LOWERCASE_NAMES:
+        if code or mixed or capital or low in LOWERCASE_NAMES:
             names.add(_key(w))
     phrases.discard("")
     return frozenset(names), frozenset(phrases)
@@ -586,11 +358,11 @@ def _span(tokens: list[_Token], i: int, step: int) -> frozenset[str]:
     words: list[str] = []
     j = i + step
     if step > 0:
-        while j < len(tokens) and tokens[j].low in _DETERMINERS:
+        while j < len(tokens) and tokens[j].low in DETERMINERS:
             j += 1
     while 0 <= j < len(tokens) and len(words) < 3:
         t = tokens[j]
-        if t.kind not in ("word", "num") or t.low in _FUNCTION_WORDS:
+        if t.kind not in ("word", "num") or t.low in FUNCTION_WORDS:
             break
         words.append(_term(t))
         j += step
@@ -653,7 +425,7 @@ def _swapped(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
             x, middle, y = ra[:lx], ra[lx : n - ly], ra[n - ly :]
             if rb == y + middle + x:
                 # "a fruit or a vegetable" / "a vegetable or a fruit" asks the same thing.
-                return not (set(middle) & _SYMMETRIC and set(middle) <= _SYMMETRIC | _DETERMINERS)
+                return not (set(middle) & SYMMETRIC and set(middle) <= SYMMETRIC | DETERMINERS)
     return False
 
 
@@ -673,9 +445,9 @@ def _analyse_text(text: str) -> _Analysis:
             words.add(low)
             if not negated:
                 negated = (
-                    low in _NEGATIONS
+                    low in NEGATIONS
                     or low.endswith(("n't", "n'"))
-                    or ("-" in low and any(p in _NEGATIONS for p in low.split("-")))
+                    or ("-" in low and any(p in NEGATIONS for p in low.split("-")))
                 )
         if kind in ("word", "num"):
             keys.append(_key(t.text))
@@ -710,9 +482,9 @@ def _flipped(a: _Analysis, b: _Analysis) -> bool:
     only_a = {v for w in a.words - b.words for v in (w, _stem(w))}
     only_b = {v for w in b.words - a.words for v in (w, _stem(w))}
     for w in only_a:
-        if _OPPOSITE.get(w, frozenset()) & only_b:
+        if OPPOSITE.get(w, frozenset()) & only_b:
             return True
-        for prefix in _NEGATING_PREFIXES:
+        for prefix in NEGATING_PREFIXES:
             if w.startswith(prefix) and len(w) - len(prefix) >= 4 and w[len(prefix) :] in only_b:
                 return True
             if len(w) >= 4 and prefix + w in only_b:

@@ -6,7 +6,7 @@ question with one content word swapped ("bathe my dog" / "bathe my cat", "employ
 threshold separates them and no list of opposites can name them all. The check therefore works on the shape of
 the difference, not on which words differ:
 
-1. the near-miss guard (`shared.cacheguard`): numbers, negation and opposites it knows, named entities, order;
+1. the near-miss guard (`shared.cache.guard`): numbers, negation and opposites it knows, named entities, order;
 2. ``substitution``: align the two prompts' content words (lowercased, lightly stemmed, function and
    question-frame words dropped, known synonyms folded together). When the prompts share most of their content
    and each has a word or short phrase the other lacks, one was swapped for the other: a different question,
@@ -31,12 +31,12 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 
-from shared import cacheguard
+from shared.cache import guard as cacheguard
+from shared.cache.config import VERIFIED_SIMILARITY_THRESHOLD
 
-# The cosine similarity above which the semantic cache considers a stored prompt, for all-MiniLM-L6-v2 with this
-# verification on: chosen on the development pairs only (bench/cache_eval/verify_dev.jsonl and pairs.jsonl), the
-# lowest threshold whose false hits there stay at or below 0.5 %; bench/cache_eval/curve.md has the curve.
-DEFAULT_SIMILARITY_THRESHOLD = 0.74
+# The cosine similarity above which the semantic cache considers a stored prompt with this verification on
+# (shared.cache.config explains how it was chosen).
+DEFAULT_SIMILARITY_THRESHOLD = VERIFIED_SIMILARITY_THRESHOLD
 
 SUBSTITUTION = "substitution"
 ADDITION = "addition"
