@@ -279,7 +279,16 @@ def _tokens(text: str) -> tuple[tuple[str, ...], frozenset[int]]:
 
 
 def structure(new: str, stored: str) -> Verdict:
-    """The alignment rule alone: the same sentence with a content word or short phrase swapped, or added."""
+    """The alignment rule alone: the same sentence with a content word or short phrase swapped, or added.
+
+    An alignment is not symmetric (difflib matches greedily from the first text), and the cache may hold either
+    prompt of a pair: both ways are aligned, and a refusal either way is a refusal.
+    """
+    there = _aligned(new, stored)
+    return there if not there.ok else _aligned(stored, new)
+
+
+def _aligned(new: str, stored: str) -> Verdict:
     a, content_a = _tokens(new)
     b, content_b = _tokens(stored)
     if a == b:
