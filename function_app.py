@@ -27,7 +27,7 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 log = logging.getLogger("gateway.http")
 
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
-_MAX_BODY_CEILING = 64 * 1024 * 1024  # read no further than this, whatever the configured limit
+_MAX_BODY_CEILING = 64 * 1024 * 1024  # a JSON body is read no further than this, whatever the configured limit
 
 
 async def _read_body(req: Request, limit: int) -> bytes:
@@ -67,7 +67,10 @@ async def _serve(req: Request, entry_name: str) -> Response:
         gateway = await get_gateway()
         if gateway.settings.running_in_azure and not _exit_flush_installed:
             _install_exit_flush()
-        limit = min(gateway.settings.max_body_bytes, _MAX_BODY_CEILING)
+        from shared.surface import limit_for  # noqa: PLC0415
+
+        # Uploads (audio, image edits, files) have limits of their own, above GATEWAY_MAX_BODY_BYTES.
+        limit = limit_for(req.method, req.url.path, gateway.settings, ceiling=_MAX_BODY_CEILING)
         body = await _read_body(req, limit) if req.method not in ("GET", "HEAD") else b""
         request = GatewayRequest(
             method=req.method,
@@ -83,7 +86,12 @@ async def _serve(req: Request, entry_name: str) -> Response:
     except ConfigError as exc:
         log.error("%s", exc)
         return _error(
-            ServiceUnavailable("The gateway is misconfigured; see its logs.", code="config_error"), request_id
+            ServiceUnavailable(
+                "The gateway is misconfigured; see its logs.",
+                code="config_error",
+                headers={"x-should-retry": "false"},  # retrying cannot fix the configuration
+            ),
+            request_id,
         )
     except Exception:  # the last line of defence: log it, answer in the envelope
         log.exception("unhandled error")

@@ -46,6 +46,8 @@ class GatewayError(GatewayException):
     status = 500
     type = "server_error"
     code = "internal_error"
+    # False: the openai SDKs must not retry (they honour `x-should-retry`); None: their own rules apply.
+    should_retry: bool | None = None
 
     def __init__(
         self,
@@ -78,6 +80,7 @@ class BadRequest(GatewayError):
 class PayloadTooLarge(BadRequest):
     status = 413
     code = "payload_too_large"
+    should_retry = False
 
 
 class Unauthorized(GatewayError):
@@ -180,4 +183,6 @@ def retry_after_headers(seconds: float) -> dict[str, str]:
 def error_response(exc: GatewayError, request_id: str, extra: Mapping[str, str] | None = None) -> GatewayResponse:
     """The one rendering of an error: the envelope, its status and headers, and the request id."""
     headers = {"content-type": "application/json", "x-request-id": request_id, **(extra or {}), **exc.headers}
+    if exc.should_retry is False:
+        headers.setdefault("x-should-retry", "false")
     return GatewayResponse(exc.status, headers, exc.body())

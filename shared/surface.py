@@ -206,13 +206,16 @@ def body_limit(spec: Spec, settings: Settings) -> int:
     return spec.max_body if spec.max_body is not None else settings.max_body_bytes
 
 
-def limit_for(method: str, path: str, settings: Settings) -> int:
-    """The body limit of whatever a request names (an unknown route reads no more than a JSON body)."""
+def limit_for(method: str, path: str, settings: Settings, *, ceiling: int) -> int:
+    """How much of a request's body to read: its upload limit, else GATEWAY_MAX_BODY_BYTES up to `ceiling`."""
     probe = GatewayRequest(method, path, {}, {}, b"", "")
     try:
-        return body_limit(route(probe).spec, settings)
+        spec = route(probe).spec
     except (NotFound, MethodNotAllowed):
-        return settings.max_body_bytes
+        spec = None
+    if spec is not None and spec.max_body is not None:
+        return spec.max_body
+    return min(settings.max_body_bytes, ceiling)
 
 
 # --- bodies --------------------------------------------------------------------------------------
@@ -240,8 +243,7 @@ def parse(request: GatewayRequest, route: Route, max_body: int) -> ApiCall:
     spec = route.spec
     if len(request.body) > max_body:
         raise PayloadTooLarge(
-            f"The request body is larger than the gateway's limit of {max_body} bytes for {spec.operation.value}.",
-            headers={"x-should-retry": "false"},
+            f"The request body is larger than the gateway's limit of {max_body} bytes for {spec.operation.value}."
         )
     body: dict[str, Any] = {}
     model: object = None

@@ -339,3 +339,114 @@ def test_lists_show_only_the_callers_own_objects(
     listed = {f.id for f in v1(gw).files.list().data}
     assert mine.id in listed
     assert foreign not in listed
+
+
+# --- legacy completions, images, audio ------------------------------------------------------------
+
+
+def test_legacy_completions_plain_and_streamed_are_metered(
+    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+) -> None:
+    gw = start([backend("a", sims("a").url)])
+    done = azure(gw, "2024-10-21").completions.create(model="chat", prompt="Once upon a time", max_tokens=5)
+    assert done.choices[0].text
+    assert done.usage is not None
+    streamed = list(v1(gw).completions.create(model="chat", prompt="Once upon a time", max_tokens=5, stream=True))
+    assert "".join(c.choices[0].text for c in streamed if c.choices)
+    _, _, report = raw(gw, "/usage")
+    assert report["current"]["requests"] == 2
+    assert report["current"]["completion_tokens"] >= done.usage.completion_tokens
+
+
+def test_images_generated_and_edited(sims: Callable[..., SimulatorThread], start: Callable[..., Any]) -> None:
+    gw = start([backend("a", sims("a").url)])
+    made = azure(gw, "2024-10-21").images.generate(model="chat", prompt="A red gateway", response_format="b64_json")
+    assert made.data
+    assert made.data[0].b64_json
+    png = __import__("base64").b64decode(made.data[0].b64_json)
+    edited = v1(gw).images.edit(model="chat", image=("in.png", png, "image/png"), prompt="Make it blue")
+    assert edited.data
+    assert edited.data[0].b64_json
+
+
+def test_an_audio_upload_is_transcribed_through_both_shapes(
+    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+) -> None:
+    sim = sims("a")
+    gw = start([backend("a", sim.url)])
+    audio = b"RIFF" + bytes(4000)
+    text = azure(gw, "2024-10-21").audio.transcriptions.create(model="chat", file=("talk.wav", audio, "audio/wav"))
+    assert text.text
+    translated = v1(gw).audio.translations.create(model="chat", file=("talk.wav", audio, "audio/wav"))
+    assert translated.text
+    sent = sim.requests()[-1]
+    assert sent["path"] == "/openai/deployments/chat/audio/translations"  # `model` read from the form
+    assert sent["body"]["file"]["bytes"] == len(audio)  # type: ignore[index]
+
+
+def test_speech_is_downloaded_as_a_binary_stream(
+    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+) -> None:
+    gw = start([backend("a", sims("a").url)])
+    text = " ".join(["word"] * 400)
+    with v1(gw).audio.speech.with_streaming_response.create(
+        model="chat", voice="alloy", input=text, response_format="wav"
+    ) as response:
+        assert response.headers["content-type"] == "audio/wav"
+        chunks = list(response.iter_bytes())
+    audio = b"".join(chunks)
+    assert audio.startswith(b"RIFF")
+    assert len(audio) > 100_000  # 100 s of 24 kHz 16-bit silence, passed through as it came
+
+
+def test_an_upload_over_its_limit_is_413_and_not_retried(
+    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+) -> None:
+    gw = start([backend("a", sims("a").url)])
+    client = OpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=2)
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.audio.transcriptions.create(model="chat", file=("big.wav", bytes(26 * 1024 * 1024), "audio/wav"))
+    assert caught.value.status_code == 413
+    assert caught.value.response.headers["x-should-retry"] == "false"
+
+
+def test_a_request_larger_than_the_rate_limit_is_429_and_not_retried_while_a_throttled_one_says_when(
+    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+) -> None:
+    gw = start([backend("a", sims("a").url)])
+    status, _, created = raw(
+        gw,
+        "/gateway/admin/subscriptions",
+        method="POST",
+        body=json.dumps({"name": "small", "tokens_per_minute": 100, "requests_per_minute": 1}).encode(),
+        headers={"x-admin-key": ADMIN, "content-type": "application/json"},
+    )
+    assert status in (200, 201), created
+    client = OpenAI(base_url=gw.url + "/v1", api_key=created["primary_key"], max_retries=0)
+    with pytest.raises(openai.RateLimitError) as too_large:
+        client.responses.create(model="chat", input="hello", max_output_tokens=5000)
+    assert too_large.value.response.headers["x-should-retry"] == "false"
+    client.responses.create(model="chat", input="hello", max_output_tokens=5)
+    with pytest.raises(openai.RateLimitError) as throttled:
+        client.responses.create(model="chat", input="hello", max_output_tokens=5)
+    headers = throttled.value.response.headers
+    assert "x-should-retry" not in headers
+    assert int(headers["retry-after"]) >= 1
+    assert int(headers["retry-after-ms"]) >= 1
+
+
+def test_an_unsupported_route_lists_the_supported_operations(
+    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+) -> None:
+    gw = start([backend("a", sims("a").url)])
+    status, _, body = raw(gw, "/v1/assistants", method="POST", body=b"{}")
+    assert status == 404
+    assert body["error"]["code"] == "route_not_found"
+    assert "POST responses" in body["error"]["message"]
+    assert "POST audio/transcriptions" in body["error"]["message"]
+    status, _, body = raw(gw, "/openai/realtime?api-version=2025-04-01-preview&deployment=chat")
+    assert status == 404
+    assert body["error"]["code"] == "realtime_not_supported"
+    status, headers, body = raw(gw, "/v1/responses/resp_1", method="PUT", body=b"{}")
+    assert status == 405
+    assert "GET" in headers["allow"]

@@ -38,11 +38,11 @@ def limit_headers(limits: Limits, rate: Bucket | None, quota: Bucket | None, now
 
 
 def too_large(limits: Limits, rate: Bucket, tokens: int, now: float) -> RateLimited:
-    """429 for a request that could never fit in one rate window."""
+    """429 for a request that could never fit in one rate window: no Retry-After, and the SDK told not to retry."""
     return RateLimited(
         f"Request too large: it needs an estimated {tokens} tokens and this subscription's limit is "
         f"{limits.tokens_per_minute} tokens per minute. Lower max_tokens or shorten the prompt.",
-        headers=limit_headers(limits, rate, None, now),
+        headers={**limit_headers(limits, rate, None, now), "x-should-retry": "false"},
     )
 
 
