@@ -16,12 +16,15 @@ from typing import Any
 
 from shared.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge
 from shared.models import DEFAULT_API_VERSION, GatewayRequest, Operation
-from shared.surface import STREAMABLE
 
 _AZURE_PATH = re.compile(r"^/openai/deployments/([^/]+)/(chat/completions|embeddings)/?$")
 _OPENAI_PATH = re.compile(r"^(?:/openai)?/v1/(chat/completions|embeddings)/?$")
 _API_VERSION = re.compile(r"^[0-9a-zA-Z.-]{1,40}$")
 _MODELS_PATH = re.compile(r"^/(?:openai/v1|openai|v1)/models(?:/(?P<model>[^/]+))?/?$")
+
+
+# Operations whose calls a `stream: true` body turns into a stream of events.
+STREAMABLE = frozenset({Operation.CHAT, Operation.COMPLETIONS, Operation.RESPONSES_CREATE})
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from shared.api import ApiCall
 from shared.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge
 from shared.models import DEFAULT_API_VERSION, GatewayRequest, Operation
 
 if TYPE_CHECKING:
-    from shared.api import ApiCall
     from shared.config import Settings
 
 
@@ -115,8 +115,6 @@ METERED = frozenset(
         Operation.TRANSLATIONS,
     }
 )
-# Operations whose calls a `stream: true` body turns into a stream of events.
-STREAMABLE = frozenset({Operation.CHAT, Operation.COMPLETIONS, Operation.RESPONSES_CREATE})
 
 _AZURE_DEPLOYMENT = re.compile(r"^/openai/deployments/([^/]+)/(.+)$")
 _V1 = re.compile(r"^(?:/openai)?/v1/(.+)$")
@@ -238,8 +236,6 @@ def form_field(body: bytes, content_type: str, name: str) -> str | None:
 
 def parse(request: GatewayRequest, route: Route, max_body: int) -> ApiCall:
     """A call of any operation but chat and embeddings (`shared.api.parse`): its deployment, its JSON if any."""
-    from shared.api import ApiCall  # noqa: PLC0415 - api imports this module for its routes
-
     spec = route.spec
     if len(request.body) > max_body:
         raise PayloadTooLarge(
