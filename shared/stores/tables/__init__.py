@@ -2,7 +2,7 @@
 
 `account` holds the service client, the one boundary that maps azure-core
 errors, and the few row operations every store is made of; then one module
-per store: `subscriptions`, `backend_state`, `counters`, `ledger`.
+per store: `subscriptions`, `backend_state`, `counters`, `ledger`, `affinity`.
 
 Layout (table names carry `GATEWAY_TABLE_PREFIX`):
 
@@ -11,6 +11,7 @@ Layout (table names carry `GATEWAY_TABLE_PREFIX`):
     <prefix>backends       PartitionKey "breaker" | "probe", RowKey "<backend>|<deployment>"
     <prefix>limits         PartitionKey "<subscription id>", RowKey "rate" | "quota": Int64 counters
     <prefix>usage          PartitionKey "<subscription id>", RowKey "<UTC hour>|<deployment>|<backend>"
+    <prefix>affinity       PartitionKey "<response, file or batch id>", RowKey "pin": backend, subscription, expiry
 
 A subscription row and its key rows share a partition and change together in
 one entity-group transaction, so a rotated key is never half-replaced. Every
