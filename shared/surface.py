@@ -121,6 +121,8 @@ _V1 = re.compile(r"^(?:/openai)?/v1/(.+)$")
 _AZURE_ACCOUNT = re.compile(r"^/openai/((?:responses|files|batches)(?:/.*)?)$")
 _REALTIME = re.compile(r"^(?:/openai(?:/deployments/[^/]+)?|/openai/v1|/v1)/realtime\b")
 _API_VERSION = re.compile(r"^[0-9a-zA-Z.-]{1,40}$")
+# Ids as Azure makes them (resp_..., file-..., batch_...): nothing that could change the upstream path ("..", "%").
+_OBJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
 # Query parameters of list and retrieve calls that a backend may need; anything else stays here.
 FORWARD_QUERY = ("limit", "after", "before", "order", "purpose", "include", "include[]")
 
@@ -171,8 +173,11 @@ def _match(request: GatewayRequest, rest: str, *, scoped: bool | None) -> tuple[
         found = pattern.match(rest)
         if found is None:
             continue
+        object_id = found.group(1) if found.groups() else None
+        if object_id is not None and (not _OBJECT_ID.match(object_id) or ".." in object_id):
+            continue  # not an id: the route does not exist
         if spec.method == request.method:
-            return spec, found.group(1) if found.groups() else None
+            return spec, object_id
         allowed.append(spec.method)
     if allowed:
         methods = ", ".join(sorted(set(allowed)))

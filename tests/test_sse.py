@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from shared.models import Usage
-from shared.sse import SseRelay, error_event
+from shared.sse import PassThrough, SseRelay, error_event
 
 
 def _event(payload: object) -> bytes:
@@ -48,3 +48,43 @@ def test_error_event_is_an_openai_error_envelope() -> None:
     payload = json.loads(error_event("boom")[6:])
     assert payload["error"]["message"] == "boom"
     assert set(payload["error"]) == {"message", "type", "code", "param"}
+
+
+def _typed(kind: str, **fields: object) -> bytes:
+    return f"event: {kind}\ndata: ".encode() + json.dumps({"type": kind, **fields}).encode() + b"\n\n"
+
+
+def test_a_responses_stream_names_its_id_first_and_its_usage_last_and_ends_without_done() -> None:
+    relay = SseRelay(strip_usage_chunk=False, typed=True)
+    created = _typed("response.created", response={"id": "resp_9", "usage": None})
+    delta = _typed("response.output_text.delta", delta="hi")
+    usage = {
+        "input_tokens": 11,
+        "input_tokens_details": {"cached_tokens": 4},
+        "output_tokens": 7,
+        "output_tokens_details": {"reasoning_tokens": 2},
+        "total_tokens": 18,
+    }
+    completed = _typed("response.completed", response={"id": "resp_9", "usage": usage})
+    out = relay.feed(created[:9]) + relay.feed(created[9:] + delta + delta) + relay.feed(completed)
+    assert out == created + delta + delta + completed  # forwarded unchanged
+    assert relay.object_id == "resp_9"
+    assert relay.content_events == 2
+    assert relay.done
+    assert relay.usage == Usage(11, 7, 4, 2)
+
+
+def test_a_responses_stream_cut_before_response_completed_is_not_done() -> None:
+    relay = SseRelay(strip_usage_chunk=False, typed=True)
+    relay.feed(_typed("response.created", response={"id": "resp_1"}) + _typed("response.output_text.delta", delta="x"))
+    relay.end()
+    assert not relay.done
+    assert relay.usage is None
+
+
+def test_bytes_pass_through_unchanged_and_are_complete_when_they_end() -> None:
+    relay = PassThrough()
+    assert relay.feed(b"RIFF\x00\x01\n\n") == b"RIFF\x00\x01\n\n"
+    assert not relay.done
+    relay.end()
+    assert relay.done
