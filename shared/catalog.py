@@ -25,6 +25,38 @@ CATALOG: tuple[Setting, ...] = (
         None,
         "Key for the admin API (header x-admin-key). Admin routes are off when unset.",
     ),
+    Setting(
+        "GATEWAY_ADMIN_KEY_ENABLED",
+        "true",
+        "false: the admin key is refused; only Entra tokens with the admin or reader app role reach the admin API.",
+    ),
+    Setting(
+        "GATEWAY_ENTRA_TENANT_ID",
+        None,
+        "Entra directory (tenant) id. Set: callers may present Entra ID tokens, and admins app-role tokens.",
+    ),
+    Setting(
+        "GATEWAY_ENTRA_AUDIENCE",
+        None,
+        "The gateway's app ID URI (api://...) and/or client id, comma-separated: a token's aud must be one.",
+    ),
+    Setting(
+        "GATEWAY_ENTRA_JWKS_URL",
+        None,
+        "Signing keys URL. Default https://login.microsoftonline.com/<tenant>/discovery/v2.0/keys.",
+    ),
+    Setting(
+        "GATEWAY_ENTRA_ISSUER",
+        None,
+        "Accepted issuers, comma-separated (sovereign clouds). Default: the tenant's v1 and v2 issuers.",
+    ),
+    Setting(
+        "GATEWAY_ENTRA_REQUIRED_ROLES",
+        None,
+        "App roles or scopes a caller's token needs one of, comma-separated. Unset: none required.",
+    ),
+    Setting("GATEWAY_ENTRA_ADMIN_ROLE", "Gateway.Admin", "App role that may use the whole admin API."),
+    Setting("GATEWAY_ENTRA_READER_ROLE", "Gateway.Reader", "App role that may use the admin API's GET views."),
     Setting("GATEWAY_MAX_BODY_BYTES", "4194304", "Largest request body accepted; larger answers 413."),
     Setting("GATEWAY_MAX_ATTEMPTS", "3", "Backend attempts per request, failovers included."),
     Setting(

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from shared.cache.config import CacheConfig, parse_cache_config
 from shared.catalog import BY_NAME
+from shared.entra.config import EntraConfig, parse_entra_config
 from shared.errors import ConfigError
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -97,6 +98,8 @@ class StorageConfig:
 class Settings:
     backends: tuple[BackendConfig, ...]
     admin_key: str | None = None
+    admin_key_enabled: bool = True  # false: only Entra tokens with the admin (or reader) role reach the admin API
+    entra: EntraConfig | None = None
     max_body_bytes: int = 4 * 1024 * 1024
     max_attempts: int = 3
     default_throttle_seconds: float = 10.0
@@ -361,6 +364,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     settings = Settings(
         backends=backends,
         admin_key=r.raw("GATEWAY_ADMIN_KEY"),
+        admin_key_enabled=r.flag("GATEWAY_ADMIN_KEY_ENABLED"),
+        entra=parse_entra_config(r.raw, r.problems),
         max_body_bytes=int(r.number("GATEWAY_MAX_BODY_BYTES", minimum=1024, integer=True)),
         max_attempts=int(r.number("GATEWAY_MAX_ATTEMPTS", minimum=1, integer=True)),
         default_throttle_seconds=r.number("GATEWAY_DEFAULT_THROTTLE_SECONDS", minimum=0.1),

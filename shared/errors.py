@@ -18,6 +18,7 @@ aiohttp in `shared.upstream`, azure-core in `shared.stores.tables` and
      │    │    └── QuotaExceeded       403  (period token quota spent)
      │    ├── NotFound                 404  (unknown route, deployment or record)
      │    ├── MethodNotAllowed         405
+     │    ├── Conflict                 409  (an admin change that clashes with another record)
      │    ├── RateLimited              429  (subscription TPM / RPM)
      │    ├── BackendsThrottled        429  (every backend answered 429 or is cooling down)
      │    ├── BackendError             502  (a backend failed after the stream began)
@@ -106,6 +107,12 @@ class MethodNotAllowed(GatewayError):
     status = 405
     type = "invalid_request_error"
     code = "method_not_allowed"
+
+
+class Conflict(GatewayError):
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
 
 
 class RateLimited(GatewayError):

@@ -20,6 +20,8 @@ from shared.backendauth import credentials_for
 from shared.breaker import BreakerBoard
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.config import Settings, get_settings
+from shared.entra.callers import EntraCallers
+from shared.entra.tokens import TokenValidator
 from shared.ledger import Ledger
 from shared.limits.limiter import Limiter, SharedLimiter
 from shared.meter import Meter
@@ -57,7 +59,16 @@ class Gateway:
         self._background: set[asyncio.Task[None]] = set()
         self._open_streams: set[RelayedStream] = set()
         self.stores = stores or build_stores(settings, session=self.session)
-        self.authenticator = Authenticator(self.stores.subscriptions, clock, cache_seconds=settings.key_cache_seconds)
+        self.tokens: TokenValidator | None = None
+        entra_callers: EntraCallers | None = None
+        if settings.entra is not None:
+            self.tokens = TokenValidator(settings.entra, self.session, clock)
+            entra_callers = EntraCallers(
+                self.tokens, self.stores.subscriptions, clock, cache_seconds=settings.key_cache_seconds
+            )
+        self.authenticator = Authenticator(
+            self.stores.subscriptions, clock, cache_seconds=settings.key_cache_seconds, tokens=entra_callers
+        )
         self.breakers = BreakerBoard(
             settings.breaker,
             self.stores.backends,

@@ -23,6 +23,12 @@ class EmbeddedSubscriptionStore:
                 return sub
         return None
 
+    async def find_by_identity(self, oid: str) -> Subscription | None:
+        for sub in self._by_id.values():
+            if oid in sub.identities:
+                return sub
+        return None
+
     async def create(self, subscription: Subscription) -> None:
         if subscription.id in self._by_id:
             raise ValueError(f"subscription {subscription.id} exists")

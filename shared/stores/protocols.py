@@ -30,6 +30,10 @@ class SubscriptionStore(Protocol):
 
     async def find_by_key_hash(self, key_hash: str) -> Subscription | None: ...
 
+    async def find_by_identity(self, oid: str) -> Subscription | None:
+        """The subscription whose `identities` list this Entra object id (lower case), if any."""
+        ...
+
     async def create(self, subscription: Subscription) -> None:
         """Store a new subscription; `ValueError` if the id exists."""
         ...
