@@ -182,6 +182,33 @@ class LedgerStore(Protocol):
         ...
 
 
+# --- the admin audit trail ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One admin change: who, what, when. Field names only: never a key, a hash or a value."""
+
+    at: float  # epoch seconds
+    actor: str  # "admin-key", "entra:<oid>", or "cli:<user>"
+    action: str  # create | update | regenerate | delete
+    route: str  # "PATCH /gateway/admin/subscriptions/sub-1", or the CLI command
+    subscription_id: str
+    fields: tuple[str, ...] = ()
+    actor_name: str | None = None  # the token's display name or UPN, when it has one
+    app_id: str | None = None  # the app the admin's token was issued to
+
+
+class AuditStore(Protocol):
+    """An append-only trail of admin changes, read newest first."""
+
+    async def append(self, entry: AuditEntry) -> None: ...
+
+    async def recent(self, limit: int, subscription_id: str | None = None) -> list[AuditEntry]:
+        """Up to `limit` entries, newest first, of one subscription or of all."""
+        ...
+
+
 # ---- the semantic cache
 
 
