@@ -27,6 +27,7 @@ from shared.errors import (
 )
 from shared.gateway import Gateway
 from shared.limits.limiter import Admission
+from shared.limits.users import with_end_user
 from shared.logs import request_id_var
 from shared.meter import prompt_of
 from shared.models import GatewayRequest, GatewayResponse, Usage
@@ -81,7 +82,7 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
         operation, deployment = api.route(request)
         record.operation = operation.value
         with trace.stage("auth"):
-            caller = await gw.authenticator.authenticate(request.headers)
+            caller = with_end_user(await gw.authenticator.authenticate(request.headers), request)
         record.caller = caller
         call = api.parse(request, operation, deployment, gw.settings.max_body_bytes)
         record.deployment, record.streamed = call.deployment, call.stream
