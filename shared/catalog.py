@@ -116,8 +116,27 @@ CATALOG: tuple[Setting, ...] = (
     ),
     Setting("GATEWAY_COSMOS_DATABASE", "gateway", "Cosmos DB database of the cache."),
     Setting("GATEWAY_COSMOS_CONTAINER", "semcache", "Cosmos DB container of the cache."),
-    Setting("GATEWAY_PRICES", "{}", "JSON price table: deployment -> {input, output} per 1,000 tokens."),
+    Setting(
+        "GATEWAY_PRICES",
+        "{}",
+        "JSON price table: deployment -> {input, output, cached_input (optional)} per 1,000 tokens.",
+    ),
     Setting("GATEWAY_LEDGER_FLUSH_SECONDS", "10", "How often usage ledger rows are written."),
+    Setting(
+        "GATEWAY_BUDGET_SYNC_SECONDS",
+        "5",
+        "How often an instance adds its spend to a subscription's shared budget record (and reads everyone's).",
+    ),
+    Setting(
+        "GATEWAY_BUDGET_WEBHOOK_URL",
+        "",
+        "Budget alerts are also POSTed here (JSON, signed with HMAC-SHA256, retried). Empty: log and metric only.",
+    ),
+    Setting(
+        "GATEWAY_BUDGET_WEBHOOK_SECRET",
+        "",
+        "Key of the budget webhook's HMAC-SHA256 signature (x-gateway-signature); required with the URL.",
+    ),
     Setting("GATEWAY_LOG_PROMPTS", "false", "Log prompt text (off: prompts never reach logs)."),
     Setting(
         "GATEWAY_METRICS_ENDPOINT",

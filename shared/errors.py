@@ -16,6 +16,7 @@ aiohttp in `shared.upstream`, azure-core in `shared.stores.tables` and
      │    ├── Unauthorized             401  (missing or wrong key)
      │    ├── Forbidden                403  (suspended, expired, deployment not allowed)
      │    │    └── QuotaExceeded       403  (period token quota spent)
+     │    │         └── BudgetExceeded 403  (period money budget spent)
      │    ├── NotFound                 404  (unknown route, deployment or record)
      │    ├── MethodNotAllowed         405
      │    ├── Conflict                 409  (an admin change that clashes with another record)
@@ -95,6 +96,10 @@ class Forbidden(GatewayError):
 class QuotaExceeded(Forbidden):
     type = "insufficient_quota"
     code = "quota_exceeded"
+
+
+class BudgetExceeded(QuotaExceeded):
+    code = "budget_exceeded"
 
 
 class NotFound(GatewayError):

@@ -163,7 +163,19 @@ def caller_for(subscription: Subscription, *, mode: AuthMode = AuthMode.KEY, pri
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_prompt_tokens: int = 0  # of prompt_tokens, served from the backend's prompt cache
+
+    @classmethod
+    def from_json(cls, usage: Mapping[str, object]) -> Usage:
+        """From an OpenAI `usage` object (`prompt_tokens_details.cached_tokens` when the backend reports it)."""
+        details = usage.get("prompt_tokens_details")
+        cached = details.get("cached_tokens") if isinstance(details, dict) else 0
+        return cls(_count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")), _count(cached))
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

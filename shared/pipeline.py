@@ -53,7 +53,7 @@ def _usage_of(answer: dict[str, Any] | None) -> Usage | None:
     usage = answer.get("usage") if answer is not None else None
     if not isinstance(usage, dict):
         return None
-    return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+    return Usage.from_json(usage)
 
 
 def _attempts(tried: tuple[Attempt, ...]) -> list[tuple[str, str, float]]:
@@ -96,6 +96,7 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
                 code="deployment_not_allowed",
             )
         with trace.stage("limits"):
+            await gw.budgets.check(caller)
             admission = await gw.limiter.admit(caller, call)
         with trace.stage("cache"):
             lookup = await gw.cache.lookup(caller, call, request.headers) if gw.cache is not None else None

@@ -192,7 +192,15 @@ async def _on_stores(args: argparse.Namespace) -> Any:
         if args.command == "list":
             return {"data": await service.list()}
         if args.command == "show":
-            return await service.show(args.id)
+            shown = await service.show(args.id)
+            sub = await stores.subscriptions.get(args.id)
+            if sub is not None and sub.budget is not None:
+                from shared.budgets.keeper import read_budget_status  # noqa: PLC0415
+
+                shown["budget_status"] = await read_budget_status(
+                    stores.counters, sub.id, sub.budget, SYSTEM_CLOCK.now()
+                )
+            return shown
         if args.command == "audit":
             return {"data": await audit.recent(args.limit, args.subscription)}
         if args.command == "update":

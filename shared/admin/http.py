@@ -82,7 +82,11 @@ async def handle(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
         raise MethodNotAllowed(f"{method} is not supported here.", headers={"Allow": "GET, POST"})
     if len(parts) == 2 and parts[0] == "subscriptions":
         if method == "GET":
-            return _json(200, await service.show(parts[1]), rid)
+            shown = await service.show(parts[1])
+            sub = await gateway.stores.subscriptions.get(parts[1])
+            if sub is not None and sub.budget is not None:
+                shown["budget_status"] = await gateway.budgets.status(sub.id, sub.budget)
+            return _json(200, shown, rid)
         if method == "PATCH":
             fields = _body(request)
             result = await service.update(parts[1], fields)

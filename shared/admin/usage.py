@@ -194,12 +194,14 @@ async def subscription_usage(gateway: Gateway, caller: Caller, period_name: str 
         }
     else:
         limit_view["token_quota"] = None
+    budget = await gateway.budgets.status(caller.subscription_id, caller.budget) if caller.budget else None
     return {
         "subscription": {"id": caller.subscription_id, "name": caller.subscription_name},
         "period": period.value,
         "current": current,
         "previous": _period_view(rows, prev_start, prev_end),
         "limits": limit_view,
+        "budget": budget,
     }
 
 
