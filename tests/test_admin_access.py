@@ -7,6 +7,7 @@ Tokens are minted with a local RSA key and the signing keys served on
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -163,3 +164,16 @@ def test_the_command_line_writes_and_shows_the_audit_trail(azurite: Azurite) -> 
         ("create", ["name", "tokens_per_minute"]),
     ]
     assert trail["data"][0]["actor"].startswith("cli:")
+
+
+def test_metrics_take_a_reader_role_token_as_the_dashboard_sends_it(
+    role_gateway: Callable[..., GatewayServer], entra: EntraTenant
+) -> None:
+    gw = role_gateway(GATEWAY_ADMIN_KEY=ADMIN, GATEWAY_METRICS_ENDPOINT="true")
+    reader = bearer(entra.mint(oid=READER_OID, roles=["Gateway.Reader"]))
+    request = urllib.request.Request(gw.url + "/metrics", headers=reader)
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        assert resp.status == 200
+        assert resp.headers["content-type"].startswith("text/plain")
+    nobody = bearer(entra.mint(oid=random_oid(), roles=[]))
+    assert http(gw, "/metrics", method="GET", headers=nobody)[0] == 403
