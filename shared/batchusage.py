@@ -53,7 +53,7 @@ def output_usage(content: bytes) -> Usage:
         body = response.get("body") if isinstance(response, dict) else None
         usage = body.get("usage") if isinstance(body, dict) else None
         if isinstance(usage, dict):
-            one = Usage.parse(usage)
+            one = Usage.from_json(usage)
             prompt += one.prompt_tokens
             completion += one.completion_tokens
             cached += one.cached_prompt_tokens

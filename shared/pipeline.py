@@ -31,6 +31,7 @@ from shared.errors import (
 )
 from shared.gateway import Gateway
 from shared.limits.limiter import Admission
+from shared.limits.users import with_end_user
 from shared.logs import request_id_var
 from shared.meter import prompt_of
 from shared.models import DEFAULT_API_VERSION, Caller, GatewayRequest, GatewayResponse, Operation, Usage
@@ -60,7 +61,7 @@ def _usage_of(answer: dict[str, Any] | None) -> Usage | None:
     usage = answer.get("usage") if answer is not None else None
     if not isinstance(usage, dict):
         return None
-    return Usage.parse(usage)
+    return Usage.from_json(usage)
 
 
 def _attempts(tried: tuple[Attempt, ...]) -> list[tuple[str, str, float]]:
@@ -90,7 +91,7 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
         operation = route.operation
         record.operation = operation.value
         with trace.stage("auth"):
-            caller = await gw.authenticator.authenticate(request.headers)
+            caller = with_end_user(await gw.authenticator.authenticate(request.headers), request)
         record.caller = caller
         if operation in (Operation.CHAT, Operation.EMBEDDINGS):
             call = api.parse(request, operation, route.deployment, gw.settings.max_body_bytes)
@@ -115,6 +116,7 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
             record.deployment = placement.pin.deployment
             _check_deployment(gw, caller, placement.pin.deployment)
         with trace.stage("limits"):
+            await gw.budgets.check(caller)
             admission = await gw.limiter.admit(caller, call)
         if operation in LISTS:
             return await _list_everywhere(gw, request, route, record=record, admission=admission, started=started)

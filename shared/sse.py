@@ -99,7 +99,7 @@ class SseRelay:
             return True
         usage = payload.get("usage") if isinstance(payload, dict) else None
         if isinstance(usage, dict):
-            self.usage = Usage.parse(usage)
+            self.usage = Usage.from_json(usage)
             if self._strip and not payload.get("choices"):
                 return False
         return True
@@ -128,7 +128,7 @@ class SseRelay:
             self.done = True
             usage = response.get("usage")
             if isinstance(usage, dict):
-                self.usage = Usage.parse(usage)
+                self.usage = Usage.from_json(usage)
         return True
 
     def leftover(self) -> bytes:

@@ -17,12 +17,20 @@ from shared.config import Settings
 from shared.errors import ConfigError
 from shared.stores.embedded import (
     EmbeddedAffinityStore,
+    EmbeddedAuditStore,
     EmbeddedBreakerStore,
     EmbeddedCounterStore,
     EmbeddedLedgerStore,
     EmbeddedSubscriptionStore,
 )
-from shared.stores.protocols import AffinityStore, BackendStateStore, CounterStore, LedgerStore, SubscriptionStore
+from shared.stores.protocols import (
+    AffinityStore,
+    AuditStore,
+    BackendStateStore,
+    CounterStore,
+    LedgerStore,
+    SubscriptionStore,
+)
 
 if TYPE_CHECKING:
     import aiohttp
@@ -50,6 +58,7 @@ class Stores:
     kind: str  # "embedded" | "tables"
     account: Account | None = None
     affinity: AffinityStore = field(default_factory=EmbeddedAffinityStore)
+    audit: AuditStore = field(default_factory=EmbeddedAuditStore)
 
     def stats(self) -> dict[str, object]:
         """Storage transactions sent so far (Table Storage only): the cost side of every design choice."""
@@ -79,10 +88,12 @@ def build_stores(
             EmbeddedCounterStore(),
             EmbeddedLedgerStore(),
             "embedded",
+            audit=EmbeddedAuditStore(),
         )
     # The Azure SDK is imported only when Table Storage is configured: cold starts stay cheap otherwise.
     from shared.stores.tables.account import TableAccount  # noqa: PLC0415
     from shared.stores.tables.affinity import TableAffinityStore  # noqa: PLC0415
+    from shared.stores.tables.audit import TableAuditStore  # noqa: PLC0415
     from shared.stores.tables.backend_state import TableBackendStateStore  # noqa: PLC0415
     from shared.stores.tables.counters import TableCounterStore  # noqa: PLC0415
     from shared.stores.tables.ledger import TableLedgerStore  # noqa: PLC0415
@@ -99,7 +110,8 @@ def build_stores(
         TableLedgerStore(account),
         "tables",
         account,
-        TableAffinityStore(account),
+        audit=TableAuditStore(account),
+        affinity=TableAffinityStore(account),
     )
 
 
