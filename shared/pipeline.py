@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from shared import api, batchusage, surface
+from shared import api, lateusage, surface
 from shared.affinity import Placement, created_id, place, produced_files
 from shared.errors import (
     BackendsThrottled,
@@ -158,6 +158,10 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
     if result.stream is None:
         answer = _answer(result.body, result.headers.get("content-type", "")) if result.status == 200 else None
         record.usage = _usage_of(answer) if operation in METERED else None
+        if operation is Operation.RESPONSES_RETRIEVE:
+            record.usage = await lateusage.background_usage(gw, caller, answer, result.backend)
+        elif record.usage is not None and call.body.get("background") is True and answer is not None:
+            await lateusage.claim_background(gw, caller, str(answer.get("id")), result.backend)
         await _remember(gw, caller, route=route, call=call, result=result, answer=answer)
         record.outcome = Outcome.SUCCESS if result.status < 400 else Outcome.CLIENT_ERROR
         record.backend_seconds = result.backend_seconds
@@ -170,6 +174,8 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
     if result.stream.object_id is not None and call.body.get("store") is not False:
         # Pinned before the caller sees the id, so a follow-up sent at once finds its backend.
         await gw.affinity.pin(caller, result.stream.object_id, result.backend, call.deployment)
+        if call.body.get("background") is True:
+            await lateusage.claim_background(gw, caller, result.stream.object_id, result.backend)
     recorder = gw.cache.recorder(lookup) if gw.cache is not None else None
     record.ready_seconds = time.perf_counter() - started  # the first event is here: the rest is the backend's pace
     record.backend_seconds = result.backend_seconds
@@ -251,7 +257,7 @@ async def _remember(
         if not await gw.affinity.known(file_id):
             await gw.affinity.pin(caller, file_id, result.backend, "")
     if route.operation is Operation.BATCHES_RETRIEVE:
-        await batchusage.meter_when_completed(gw, caller, answer, result.backend, v1=route.v1)
+        await lateusage.meter_when_completed(gw, caller, answer, result.backend, v1=route.v1)
 
 
 async def _list_everywhere(

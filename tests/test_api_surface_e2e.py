@@ -450,3 +450,55 @@ def test_an_unsupported_route_lists_the_supported_operations(
     status, headers, body = raw(gw, "/v1/responses/resp_1", method="PUT", body=b"{}")
     assert status == 405
     assert "GET" in headers["allow"]
+
+
+def test_a_background_response_is_charged_once_by_the_first_read_that_finds_it_done(
+    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+) -> None:
+    gw = start([backend("a", sims("a", background_seconds=0.2).url)])
+    client = v1(gw)
+    queued = client.responses.create(model="chat", input="Take your time", background=True, max_output_tokens=5)
+    assert queued.status in ("queued", "in_progress")
+    assert queued.usage is None
+    done = queued
+    for _ in range(100):
+        done = client.responses.retrieve(queued.id)
+        if done.status == "completed":
+            break
+        time.sleep(0.02)
+    assert done.usage is not None
+    for _ in range(3):
+        client.responses.retrieve(queued.id)  # later reads charge nothing
+    _, _, report = raw(gw, "/usage")
+    assert report["current"]["prompt_tokens"] == done.usage.input_tokens
+    assert report["current"]["completion_tokens"] == done.usage.output_tokens
+
+
+def test_an_id_with_no_record_is_looked_for_on_every_backend(
+    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+) -> None:
+    a, b = sims("a"), sims("b")
+    gw = start([backend("a", a.url), backend("b", b.url)])
+    # Stored on b behind the gateway's back (as before the gateway existed): no affinity record.
+    direct = OpenAI(base_url=b.url + "/openai/v1", api_key="sim-key", max_retries=0)
+    stored = direct.responses.create(model="chat", input="Made elsewhere", max_output_tokens=3)
+    found = v1(gw).responses.with_raw_response.retrieve(stored.id)
+    assert found.headers["x-gateway-backend"] == "b"
+    assert found.parse().id == stored.id
+    follow = v1(gw).responses.with_raw_response.create(
+        model="chat", input="Continue", previous_response_id=stored.id, max_output_tokens=3
+    )
+    assert follow.headers["x-gateway-backend"] == "b"
+    with pytest.raises(openai.NotFoundError):  # on no backend at all: the last backend's 404
+        v1(gw).responses.retrieve("resp_nowhere")
+
+
+def test_a_response_names_the_backends_own_deployment_upstream(start: Callable[..., Any]) -> None:
+    config = SimulatorConfig(name="a", deployments=("gpt-4o-mini-2024-07-18",), api_key="sim-key")
+    with SimulatorThread(config) as sim:
+        gw = start([{"name": "a", "endpoint": sim.url, "deployments": {"chat": "gpt-4o-mini-2024-07-18"}}])
+        made = v1(gw).responses.create(model="chat", input="Who am I talking to?", max_output_tokens=3)
+        assert made.output_text
+        sent = sim.requests()[-1]["body"]
+        assert isinstance(sent, dict)
+        assert sent["model"] == "gpt-4o-mini-2024-07-18"

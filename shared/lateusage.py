@@ -1,4 +1,10 @@
-"""Batch usage: metered once, from the batch's output file, when a batch is first seen completed.
+"""Usage that comes after the call that caused it: completed batches and background responses, metered once each.
+
+A background response (`background: true`) answers its create while queued,
+with no usage; the first read (`GET /responses/{id}`) that finds it done
+claims it in the affinity store (one instance wins) and is charged its
+usage, rate and quota limits included. A background response that was
+streamed is charged by its stream and claimed when the stream opens.
 
 Azure's batch object has no usage field (neither its spec nor the service
 reports one); each output line carries the chat completion it answered,
@@ -29,6 +35,28 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.batches")
 
 OPERATION = "batches.usage"
+_DONE = frozenset({"completed", "incomplete", "failed"})
+
+
+def _marker(object_id: str) -> str:
+    return f"usage-{object_id}"
+
+
+async def claim_background(gw: Gateway, caller: Caller, response_id: str, backend: str) -> None:
+    """A background response whose usage this call already meters: later reads charge nothing."""
+    await gw.affinity.claim(caller, _marker(response_id), backend)
+
+
+async def background_usage(gw: Gateway, caller: Caller, answer: Mapping[str, Any] | None, backend: str) -> Usage | None:
+    """The usage to charge a read of a background response: its usage the first time it is seen done, else none."""
+    if answer is None or answer.get("background") is not True or answer.get("status") not in _DONE:
+        return None
+    usage, response_id = answer.get("usage"), answer.get("id")
+    if not isinstance(usage, dict) or not isinstance(response_id, str):
+        return None
+    if not await gw.affinity.claim(caller, _marker(response_id), backend):
+        return None
+    return Usage.from_json(usage)
 
 
 def completed_output(answer: Mapping[str, Any] | None) -> tuple[str, str] | None:
@@ -69,7 +97,7 @@ async def meter_when_completed(
     if found is None:
         return
     batch_id, output = found
-    if await gw.affinity.claim(caller, f"usage-{batch_id}", backend):
+    if await gw.affinity.claim(caller, _marker(batch_id), backend):
         gw.spawn(_meter(gw, caller, batch_id, output, backend, v1=v1))
 
 
