@@ -8,6 +8,7 @@ errors the SDK must or must not retry.
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
@@ -502,3 +503,25 @@ def test_a_response_names_the_backends_own_deployment_upstream(start: Callable[.
         sent = sim.requests()[-1]["body"]
         assert isinstance(sent, dict)
         assert sent["model"] == "gpt-4o-mini-2024-07-18"
+
+
+def test_speech_cut_by_the_backend_is_cut_for_the_caller_too(
+    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+) -> None:
+    sim = sims("a")
+    gw = start([backend("a", sim.url)])
+    sim.set_faults(drop_after_headers=True)
+    body = json.dumps({"model": "chat", "voice": "alloy", "input": " ".join(["word"] * 400), "response_format": "wav"})
+    request = urllib.request.Request(
+        gw.url + "/v1/audio/speech",
+        data=body.encode(),
+        method="POST",
+        headers={"api-key": KEY, "content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response, pytest.raises(http.client.IncompleteRead):
+        response.read()  # a truncated body must not look complete: the chunked body ends without its last chunk
+    sim.clear_faults()
+    with v1(gw).audio.speech.with_streaming_response.create(
+        model="chat", voice="alloy", input="short", response_format="wav"
+    ) as response:
+        assert b"".join(response.iter_bytes()).startswith(b"RIFF")
