@@ -112,6 +112,16 @@ class UserLimits:
     def limits(self) -> Limits:
         return Limits(self.tokens_per_minute, None, self.token_quota, self.token_quota_period)
 
+    def as_json(self) -> dict[str, object]:
+        """The fields as plain JSON values (stored and shown the same way)."""
+        return {
+            "key": self.key.value,
+            "header": self.header,
+            "tokens_per_minute": self.tokens_per_minute,
+            "token_quota": self.token_quota,
+            "token_quota_period": self.token_quota_period.value if self.token_quota_period else None,
+        }
+
 
 class BudgetAction(StrEnum):
     REFUSE = "refuse"  # 403 budget_exceeded once the period's spend reaches the amount
@@ -127,6 +137,16 @@ class Budget:
     currency: str = "USD"
     thresholds: tuple[int, ...] = (50, 80, 100)
     action: BudgetAction = BudgetAction.REFUSE
+
+    def as_json(self) -> dict[str, object]:
+        """The fields as plain JSON values (stored and shown the same way)."""
+        return {
+            "amount": self.amount,
+            "period": self.period.value,
+            "currency": self.currency,
+            "thresholds": list(self.thresholds),
+            "action": self.action.value,
+        }
 
 
 ALL_AUTH_MODES = frozenset(AuthMode)

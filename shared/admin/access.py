@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from shared.auth import bearer_of
-from shared.entra.keys import KeysUnavailable
-from shared.entra.tokens import InvalidToken, looks_like_jwt
-from shared.errors import Forbidden, NotFound, ServiceUnavailable, Unauthorized
+from shared.entra.tokens import identify, looks_like_jwt
+from shared.errors import Forbidden, NotFound, Unauthorized
 from shared.models import GatewayRequest
 
 if TYPE_CHECKING:
@@ -74,16 +73,7 @@ async def authorize(settings: Settings, tokens: TokenValidator | None, request: 
 
 
 async def _by_role(tokens: TokenValidator, bearer: str, *, write: bool) -> Actor:
-    try:
-        identity = await tokens.validate(bearer)
-    except InvalidToken as exc:
-        log.warning("admin token refused: %s", exc.reason)
-        raise Unauthorized("Access denied: invalid or expired Entra ID token.", code="invalid_token") from None
-    except KeysUnavailable as exc:
-        log.warning("admin token not checked: %s", exc)
-        raise ServiceUnavailable(
-            "The token's signing keys cannot be fetched right now; retry shortly.", code="auth_unavailable"
-        ) from None
+    identity = await identify(tokens, bearer, purpose="admin token")
     config = tokens.config
     if config.admin_role in identity.roles:
         return Actor(f"entra:{identity.oid}", True, identity.name, identity.app_id)

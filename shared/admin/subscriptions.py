@@ -202,28 +202,11 @@ def _budget(value: Any) -> Budget | None:
     return Budget(float(amount), period, currency, tuple(sorted(set(thresholds))), action)
 
 
-def _user_limits_view(user: UserLimits | None) -> dict[str, Any] | None:
+def _user_limits_view(user: UserLimits | None) -> dict[str, object] | None:
     if user is None:
         return None
-    return {
-        "key": user.key.value,
-        "header": user.header if user.key is UserKey.HEADER else None,
-        "tokens_per_minute": user.tokens_per_minute,
-        "token_quota": user.token_quota,
-        "token_quota_period": user.token_quota_period.value if user.token_quota_period else None,
-    }
-
-
-def _budget_view(budget: Budget | None) -> dict[str, Any] | None:
-    if budget is None:
-        return None
-    return {
-        "amount": budget.amount,
-        "period": budget.period.value,
-        "currency": budget.currency,
-        "thresholds": list(budget.thresholds),
-        "action": budget.action.value,
-    }
+    # The header name means nothing unless the key is a header.
+    return {**user.as_json(), "header": user.header if user.key is UserKey.HEADER else None}
 
 
 def public_view(sub: Subscription) -> dict[str, Any]:
@@ -243,7 +226,7 @@ def public_view(sub: Subscription) -> dict[str, Any]:
         "identities": list(sub.identities),
         "auth_modes": sorted(m.value for m in sub.auth_modes),
         "user_limits": _user_limits_view(sub.user_limits),
-        "budget": _budget_view(sub.budget),
+        "budget": sub.budget.as_json() if sub.budget else None,
     }
 
 

@@ -13,9 +13,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from shared.auth import check_usable
-from shared.entra.keys import KeysUnavailable
-from shared.entra.tokens import Identity, InvalidToken, TokenValidator
-from shared.errors import Forbidden, ServiceUnavailable, StoreUnavailable, Unauthorized
+from shared.entra.tokens import Identity, TokenValidator, identify
+from shared.errors import Forbidden, ServiceUnavailable, StoreUnavailable
 from shared.models import AuthMode, Caller, Subscription, caller_for
 
 if TYPE_CHECKING:
@@ -39,16 +38,7 @@ class EntraCallers:
 
     async def identify(self, token: str) -> Identity:
         """The token's identity, or 401 (invalid) / 503 (signing keys unreachable and none known)."""
-        try:
-            return await self.validator.validate(token)
-        except InvalidToken as exc:
-            log.warning("bearer token refused: %s", exc.reason)
-            raise Unauthorized("Access denied: invalid or expired Entra ID token.", code="invalid_token") from None
-        except KeysUnavailable as exc:
-            log.warning("bearer token not checked: %s", exc)
-            raise ServiceUnavailable(
-                "The token's signing keys cannot be fetched right now; retry shortly.", code="auth_unavailable"
-            ) from None
+        return await identify(self.validator, token, purpose="bearer token")
 
     async def authenticate(self, token: str) -> Caller:
         identity = await self.identify(token)

@@ -11,12 +11,13 @@ the log); the token itself is never logged.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from shared.entra.keys import SigningKeys
-from shared.errors import GatewayException
+from shared.entra.keys import KeysUnavailable, SigningKeys
+from shared.errors import GatewayException, ServiceUnavailable, Unauthorized
 
 if TYPE_CHECKING:
     from shared.clock import Clock
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
 ALGORITHM = "RS256"
 _JWT_SHAPE = re.compile(r"^eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 MAX_TOKEN_LENGTH = 16_384
+
+
+log = logging.getLogger("gateway.entra")
 
 
 class InvalidToken(GatewayException):
@@ -138,3 +142,20 @@ class TokenValidator:
             name=str(name)[:200] if name else None,
             roles=granted,
         )
+
+
+async def identify(validator: TokenValidator, token: str, *, purpose: str) -> Identity:
+    """The token's identity, or the caller's answer: 401 (invalid) / 503 (signing keys unreachable, none known).
+
+    `purpose` names the token in the log ("bearer token", "admin token"); the token itself is never logged.
+    """
+    try:
+        return await validator.validate(token)
+    except InvalidToken as exc:
+        log.warning("%s refused: %s", purpose, exc.reason)
+        raise Unauthorized("Access denied: invalid or expired Entra ID token.", code="invalid_token") from None
+    except KeysUnavailable as exc:
+        log.warning("%s not checked: %s", purpose, exc)
+        raise ServiceUnavailable(
+            "The token's signing keys cannot be fetched right now; retry shortly.", code="auth_unavailable"
+        ) from None

@@ -47,35 +47,11 @@ def subscription_to_json(sub: Subscription) -> str:
             "cache_opt_out": sub.cache_opt_out,
             "identities": list(sub.identities),
             "auth_modes": sorted(m.value for m in sub.auth_modes),
-            "user_limits": _user_limits_json(sub.user_limits),
-            "budget": _budget_json(sub.budget),
+            "user_limits": sub.user_limits.as_json() if sub.user_limits else None,
+            "budget": sub.budget.as_json() if sub.budget else None,
         },
         separators=(",", ":"),
     )
-
-
-def _user_limits_json(user: UserLimits | None) -> dict[str, Any] | None:
-    if user is None:
-        return None
-    return {
-        "key": user.key.value,
-        "header": user.header,
-        "tokens_per_minute": user.tokens_per_minute,
-        "token_quota": user.token_quota,
-        "token_quota_period": user.token_quota_period.value if user.token_quota_period else None,
-    }
-
-
-def _budget_json(budget: Budget | None) -> dict[str, Any] | None:
-    if budget is None:
-        return None
-    return {
-        "amount": budget.amount,
-        "period": budget.period.value,
-        "currency": budget.currency,
-        "thresholds": list(budget.thresholds),
-        "action": budget.action.value,
-    }
 
 
 def _user_limits_of(raw: dict[str, Any] | None) -> UserLimits | None:
