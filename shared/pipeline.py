@@ -38,7 +38,7 @@ from shared.models import DEFAULT_API_VERSION, Caller, GatewayRequest, GatewayRe
 from shared.outcomes import Outcome, RequestRecord
 from shared.proxy import Attempt, BackendCall, Exhausted, ProxyResult, RelayedStream
 from shared.routing import ACCOUNT
-from shared.surface import FORWARD_QUERY, LISTS, METERED, Body, Relay, Route
+from shared.surface import FILES_AND_BATCHES, FORWARD_QUERY, LISTS, METERED, Body, Relay, Route
 
 if TYPE_CHECKING:
     from shared.cache.recorder import StreamRecorder
@@ -103,7 +103,7 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
             record.prompt = prompt_of(call.body)
         if call.deployment:
             _check_deployment(gw, caller, call.deployment)
-        elif caller.allowed_deployments:
+        elif caller.allowed_deployments and operation in FILES_AND_BATCHES:
             # A batch's input file names its deployments line by line, unread by the gateway: only a
             # subscription that may use every deployment may use files and batches.
             raise Forbidden(

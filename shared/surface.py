@@ -102,6 +102,8 @@ SPECS: tuple[Spec, ...] = (
 )
 _PATTERNS = tuple((spec, spec.pattern) for spec in SPECS)
 LISTS = frozenset({Operation.FILES_LIST, Operation.BATCHES_LIST})
+# Files and batches: objects of a resource that no deployment names.
+FILES_AND_BATCHES = frozenset(op for op in Operation if op.value.startswith(("files.", "batches.")))
 # Operations whose answers' `usage` is what the call used (a retrieved response's usage was charged when it was made).
 METERED = frozenset(
     {

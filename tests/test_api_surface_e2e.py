@@ -525,3 +525,24 @@ def test_speech_cut_by_the_backend_is_cut_for_the_caller_too(
         model="chat", voice="alloy", input="short", response_format="wav"
     ) as response:
         assert b"".join(response.iter_bytes()).startswith(b"RIFF")
+
+
+def test_a_subscription_limited_to_some_deployments_may_use_responses_but_not_files_or_batches(
+    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+) -> None:
+    gw = start([backend("a", sims("a").url)])
+    status, _, created = raw(
+        gw,
+        "/gateway/admin/subscriptions",
+        method="POST",
+        body=json.dumps({"name": "chat only", "allowed_deployments": ["chat"]}).encode(),
+        headers={"x-admin-key": ADMIN, "content-type": "application/json"},
+    )
+    assert status in (200, 201), created
+    client = OpenAI(base_url=gw.url + "/v1", api_key=created["primary_key"], max_retries=0)
+    made = client.responses.create(model="chat", input="Allowed", max_output_tokens=3)
+    assert client.responses.retrieve(made.id).id == made.id
+    with pytest.raises(openai.PermissionDeniedError):
+        client.files.create(file=("x.jsonl", b"{}\n"), purpose="batch")
+    with pytest.raises(openai.PermissionDeniedError):
+        client.responses.create(model="embed", input="Not allowed")
