@@ -15,9 +15,10 @@ from shared.api import ApiCall
 from shared.breaker import BreakerBoard
 from shared.clock import ManualClock
 from shared.config import BreakerPolicy, load_settings
-from shared.errors import BadRequest, NotFound
+from shared.errors import AffinityUnavailable, BadRequest, NotFound
 from shared.gateway import Gateway
 from shared.models import Caller, GatewayRequest, Limits, Operation
+from shared.proxy import BackendCall, Exhausted, Proxy
 from shared.routing import ACCOUNT, Router
 from shared.stores.embedded import EmbeddedBreakerStore
 from shared.stores.factory import Stores, build_stores
@@ -183,3 +184,26 @@ async def test_of_two_claims_of_one_marker_exactly_one_wins(stores: Stores) -> N
     assert await stores.affinity.claim("usage-batch_1", pin)
     assert not await stores.affinity.claim("usage-batch_1", pin)
     assert await stores.affinity.claim("usage-batch_2", pin)
+
+
+async def test_a_pinned_call_whose_backend_breaker_is_open_is_503_with_retry_after_and_tries_nothing() -> None:
+    clock = ManualClock(1_800_000_000.0)
+    settings = settings_for([{"name": "a", "endpoint": "http://127.0.0.1:9", "deployments": ["chat"]}])
+    breakers = BreakerBoard(BreakerPolicy(failures=1), EmbeddedBreakerStore(), clock, "test")
+    router = Router(settings.backends, breakers, clock)
+    key = BreakerBoard.key("a", "chat")
+    for _ in range(3):
+        await breakers.failure(key, retry_after=None, reason="500")
+    assert not await breakers.allow(key)
+
+    async def no_session() -> Any:
+        raise AssertionError("nothing may be sent")
+
+    proxy = Proxy(router, breakers, {}, no_session, clock, max_attempts=3, default_throttle_seconds=7)
+    call = BackendCall("chat", "responses.create", b"{}", False, False, "r", "v1", {}, pinned="a")
+    result = await proxy.forward(call)
+    assert isinstance(result, Exhausted)
+    assert isinstance(result.error, AffinityUnavailable)
+    assert result.error.status == 503
+    assert result.error.headers["Retry-After"] == "7"
+    assert result.attempts == ()
