@@ -162,7 +162,7 @@ class Simulator:
                 "We could not parse the JSON body of your request."
             )
         else:
-            parsed = self._check(call) or _parse(parse, body)
+            parsed = self._check(call) or _unencodable(body) or _parse(parse, body)
         received = self._log.add(Received(request, call.request_id, call.deployment, body, self.clock.now()))
         outcome = "cancelled"
         try:
@@ -377,6 +377,15 @@ class Simulator:
 
 def _encode(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _unencodable(body: object) -> web.Response | None:
+    """Azure answers a body holding a string it cannot encode (a lone surrogate, `"\\ud800"`) with a plain 500."""
+    try:
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return errors.server_error(500, "The server had an error while processing your request. Sorry about that!")
+    return None
 
 
 def _parse(parse: Callable[[object], Parsed], body: object) -> Parsed | web.Response:

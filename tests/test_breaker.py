@@ -19,7 +19,7 @@ from shared.config import BreakerPolicy
 from shared.errors import StoreUnavailable
 from shared.stores.embedded import EmbeddedBreakerStore
 
-POLICY = BreakerPolicy(failures=3, interval_seconds=10, trip_seconds=30, trial_timeout_seconds=5)
+POLICY = BreakerPolicy(mode="count", failures=3, interval_seconds=10, trip_seconds=30, trial_timeout_seconds=5)
 
 
 def test_closed_breaker_trips_after_n_failures_within_the_interval() -> None:
@@ -47,7 +47,7 @@ def test_open_holds_for_retry_after_when_longer_than_trip() -> None:
 
 
 def test_retry_after_ignored_when_policy_says_so() -> None:
-    policy = BreakerPolicy(failures=1, trip_seconds=30, accept_retry_after=False)
+    policy = BreakerPolicy(mode="count", failures=1, trip_seconds=30, accept_retry_after=False)
     state = record_failure(policy, BreakerState(), 0.0, retry_after=120.0, reason="429")
     assert state.open_until == 30.0
 

@@ -65,7 +65,7 @@ def test_missing_backends_is_a_problem() -> None:
 def test_breaker_policy_from_json() -> None:
     env = {
         "GATEWAY_BACKENDS": json.dumps([BACKEND]),
-        "GATEWAY_BREAKER": '{"failures": 2, "status_ranges": ["500-599", "408"], "count_429": true}',
+        "GATEWAY_BREAKER": '{"mode": "count", "failures": 2, "status_ranges": ["500-599", "408"], "count_429": true}',
     }
     policy = load_settings(env).breaker
     assert policy.failures == 2

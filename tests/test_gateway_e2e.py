@@ -263,7 +263,7 @@ def test_breaker_opens_then_half_opens_and_closes(
     gw = start(
         [backend("flaky", flaky.url), backend("spare", spare.url, priority=2)],
         clock=clock,
-        GATEWAY_BREAKER='{"failures": 2, "interval_seconds": 10, "trip_seconds": 30}',
+        GATEWAY_BREAKER='{"mode": "count", "failures": 2, "interval_seconds": 10, "trip_seconds": 30}',
     )
     client = azure(gw)
 
