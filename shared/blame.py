@@ -12,8 +12,9 @@ caller sent:
     429                                                    only with `count_429`, then at once
     anything outside the status ranges                     never counted
 
-When every backend tried answers the same body with a 5xx, the request is the
-cause: no breaker counts it, and the caller gets the last backend's answer.
+When every backend tried (two or more) answers the same body with a 5xx, the
+request may be the cause: no breaker counts it, and the caller's 503 carries
+the last backend's reason.
 A 5xx that no other backend could confirm (one backend, or the others
 unavailable) is not counted either; the health probe, which sends a body of
 its own, opens the breaker of a backend that fails everything.

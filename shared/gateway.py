@@ -93,7 +93,9 @@ class Gateway:
             flush_seconds=settings.ledger_flush_seconds,
         )
         # With nothing to export metrics to, the meter skips telemetry altogether.
-        self.meter = Meter(self.limiter, self.telemetry if self.telemetry.enabled else None, self.ledger)
+        self.meter = Meter(
+            self.limiter, self.telemetry if self.telemetry.enabled else None, self.ledger, prices=settings.prices
+        )
         self.cache: Cache | None = None
         if settings.cache is not None:
             from shared.cache.stage import build_cache  # noqa: PLC0415 - the cache's modules load only when it is on

@@ -28,7 +28,7 @@ from shared.errors import (
 from shared.gateway import Gateway
 from shared.limits.limiter import Admission
 from shared.logs import request_id_var
-from shared.meter import prompt_of
+from shared.meter import SentContent, prompt_of
 from shared.models import GatewayRequest, GatewayResponse, Usage
 from shared.outcomes import Outcome, RequestRecord
 from shared.proxy import Attempt, BackendCall, Exhausted, RelayedStream
@@ -167,12 +167,14 @@ async def _metered(
     recorder: StreamRecorder | None = None,
 ) -> AsyncIterator[bytes]:
     finished = False
+    sent = SentContent()
     try:
         with record.trace.stage("stream"):
             async for chunk in stream:
                 if recorder is not None:
                     recorder.feed(chunk)
                 yield chunk
+                sent.feed(chunk)  # after the yield: only what reached the caller
         finished = True
         if recorder is not None:
             ended = await stream.finish()
@@ -182,7 +184,7 @@ async def _metered(
         # Close and settle in a task the gateway owns: a disconnected client's task may be cancelled
         # again at any await, the backend connection must be closed all the same, and a gateway
         # shutting down waits for these before it flushes the ledger.
-        gw.spawn(_end_stream(gw, stream, record, admission, started, finished=finished))
+        gw.spawn(_end_stream(gw, stream, record, admission, started, finished=finished, sent=sent))
 
 
 async def _end_stream(
@@ -193,14 +195,15 @@ async def _end_stream(
     started: float,
     *,
     finished: bool,
+    sent: SentContent,
 ) -> None:
     ended = await stream.finish()
     gw.stream_settled(stream)
     record.usage = ended.usage
     if record.usage is None:
-        # Cut before the usage chunk: charge what was really sent, the prompt (estimated) and one token
-        # per content event that reached the caller, rather than refunding a stream that was used.
-        record.usage = Usage(admission.prompt_estimate, ended.content_events)
+        # Cut before the usage chunk: charge what was really sent, the prompt (estimated) and the content
+        # tokens that reached the caller, rather than refunding a stream that was used.
+        record.usage = Usage(admission.prompt_estimate, sent.tokens())
     record.seconds = time.perf_counter() - started
     if ended.error:
         record.outcome, record.error = Outcome.BACKEND_ERROR, ended.error

@@ -34,12 +34,10 @@ from shared.clock import Clock
 from shared.errors import (
     DEFAULT_RETRY_SECONDS,
     AttemptFailed,
-    BackendError,
     BackendsThrottled,
     GatewayError,
     NoBackendAvailable,
     retry_after_headers,
-    with_retry_after,
 )
 from shared.httpsession import SessionProvider
 from shared.models import Usage
@@ -246,10 +244,15 @@ class Proxy:
                 stream=answer.stream,
                 backend_seconds=answer.backend_seconds,
             )
+        error = self._exhausted(call.deployment, attempts, throttled_for, failures, unavailable)
         last = attribution.request_fault()
         if last is not None:
-            return self._request_fault(last, attempts)
-        error = self._exhausted(call.deployment, attempts, throttled_for, failures, unavailable)
+            # Every backend failed this very body: counted against none, and the caller hears the last reason.
+            log.warning("every backend failed the same request with a 5xx; no breaker counts it")
+            error.message += (
+                " Every backend failed this request, so it may be the request itself;"
+                f" the last said: {_reason(last.failed.body)}"
+            )
         return Exhausted(error, tuple(attempts))
 
     async def _answered(self, choice: Candidate, answer: _Answer, attribution: Attribution) -> None:
@@ -274,20 +277,6 @@ class Proxy:
             await self._breakers.failure(breaker_key, retry_after=None, reason=f"mid-stream: {outcome.error}")
         else:
             await self._breakers.success(breaker_key)
-
-    def _request_fault(self, last: Failure, attempts: list[Attempt]) -> ProxyResult:
-        """Every backend failed this body with a 5xx: the caller gets the last answer, and no breaker is blamed."""
-        failed = last.failed
-        status = failed.status or 502
-        body = failed.body if _is_envelope(failed.body) else b""
-        if not body:
-            body = BackendError(
-                f"Every backend failed this request (last: {failed.outcome}); it may be the request itself.",
-                code="backend_error",
-            ).body()
-        headers = with_retry_after(status, {**failed.headers, "content-type": "application/json"})
-        log.warning("every backend failed the same request with a 5xx; counted against none (%s)", failed.outcome)
-        return ProxyResult(status, headers, last.backend, None, tuple(attempts), body=body)
 
     async def _after_failure(
         self,
@@ -421,9 +410,14 @@ async def _error_body(response: aiohttp.ClientResponse) -> bytes:
     return b"".join(parts)
 
 
-def _is_envelope(body: bytes) -> bool:
+def _reason(body: bytes) -> str:
+    """A backend error body's message, cut short (it reaches the caller)."""
     try:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return False
-    return isinstance(payload, dict) and isinstance(payload.get("error"), dict)
+        payload = None
+    error = payload.get("error") if isinstance(payload, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    text = message if isinstance(message, str) else body.decode("utf-8", "replace")
+    text = " ".join(text.split())[:300]
+    return repr(text) if text else "(no body)"
