@@ -428,3 +428,126 @@ def test_openai_shape_streams_too(sims: Callable[..., SimulatorThread], start: C
     client = OpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=0)
     chunks = list(client.chat.completions.create(model="chat", messages=MESSAGES, stream=True, max_tokens=4))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+# --- whose fault: the breaker counts the backend's failures only ---------------------------------
+
+POISON = b'{"messages": [{"role": "user", "content": "\\ud800"}], "max_tokens": 3}'  # a lone surrogate
+
+
+def breaker_of(gw: GatewayServer, name: str) -> dict[str, Any]:
+    _, _, report = raw(gw, "/gateway/admin/backends", method="GET", headers={"x-admin-key": ADMIN})
+    return next(r for r in report["data"] if r["backend"] == name and r["deployment"] == "chat")
+
+
+def wait_for(check: Callable[[], bool], seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return check()
+
+
+def test_a_request_every_backend_fails_opens_no_breaker(
+    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+) -> None:
+    a, b = sims("a"), sims("b")
+    gw = start(
+        [backend("a", a.url), backend("b", b.url)],
+        GATEWAY_BREAKER='{"failure_rate": 0.5, "min_requests": 3, "window_seconds": 30}',
+    )
+    for _ in range(10):
+        status, headers, payload = raw(gw, CHAT_PATH, body=POISON, headers=AUTH)
+        assert status == 503
+        assert int({k.lower(): v for k, v in headers.items()}["retry-after"]) >= 1
+        assert "may be the request itself" in payload["error"]["message"]
+    assert calls(a) == calls(b) == 10  # each poison request was tried on both...
+    assert breaker_of(gw, "a")["breaker"] == breaker_of(gw, "b")["breaker"] == "closed"  # ...and blamed on neither
+    for _ in range(4):
+        assert azure(gw).chat.completions.create(model="chat", messages=MESSAGES).choices
+
+
+def test_500s_on_one_backend_open_its_breaker_under_the_rate_rule(
+    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+) -> None:
+    bad, good = sims("bad"), sims("good")
+    bad.set_faults(error_rate=1.0, error_status=500)
+    gw = start(
+        [backend("bad", bad.url), backend("good", good.url, priority=2)],
+        GATEWAY_BREAKER='{"failure_rate": 0.5, "min_requests": 4, "window_seconds": 30}',
+    )
+    for _ in range(4):  # each fails on bad and succeeds on good: bad's fault, four of four
+        response = azure(gw).chat.completions.with_raw_response.create(model="chat", messages=MESSAGES)
+        assert response.headers["x-gateway-backend"] == "good"
+    row = breaker_of(gw, "bad")
+    assert row["breaker"] == "open"
+    assert "another backend served the same request" in row["breaker_reason"]
+    azure(gw).chat.completions.create(model="chat", messages=MESSAGES)
+    assert calls(bad) == 4  # open: not tried
+
+
+def test_a_backend_that_cuts_streams_is_tripped(
+    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+) -> None:
+    cutter, spare = sims("cutter"), sims("spare")
+    cutter.set_faults(drop_mid_stream_after=3)
+    gw = start(
+        [backend("cutter", cutter.url), backend("spare", spare.url, priority=2)],
+        GATEWAY_BREAKER='{"failure_rate": 0.5, "min_requests": 3, "window_seconds": 30}',
+    )
+    for _ in range(3):
+        with pytest.raises(openai.APIError):
+            list(azure(gw).chat.completions.create(model="chat", messages=MESSAGES, stream=True, max_tokens=20))
+    assert wait_for(lambda: breaker_of(gw, "cutter")["breaker"] == "open")
+    assert "mid-stream" in breaker_of(gw, "cutter")["breaker_reason"]
+    chunks = list(azure(gw).chat.completions.create(model="chat", messages=MESSAGES, stream=True, max_tokens=20))
+    assert chunks
+    assert calls(cutter) == 3
+
+
+def _open_stream(gw: GatewayServer) -> Any:
+    body = json.dumps({"messages": MESSAGES, "stream": True, "max_tokens": 200}).encode()
+    request = urllib.request.Request(gw.url + CHAT_PATH, data=body, method="POST", headers=AUTH)
+    response = urllib.request.urlopen(request, timeout=30)
+    assert response.readline()  # the first event has arrived
+    return response
+
+
+def test_a_caller_leaving_a_stream_or_the_gateway_stopping_is_not_the_backends_fault(
+    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+) -> None:
+    sim = sims("a")
+    sim.set_latency(tokens_per_second=20)  # 200 tokens: ten seconds, plenty of time to leave
+    gw = start([backend("a", sim.url)], GATEWAY_BREAKER='{"failure_rate": 0.5, "min_requests": 1}')
+    assert gw.gateway is not None
+    left = _open_stream(gw)
+    left.close()  # the caller goes away
+    time.sleep(0.5)  # the gateway notices, closes the backend's side and reports the stream's end
+    assert breaker_of(gw, "a")["breaker"] == "closed"  # one counted failure of one request would open it
+    cut = _open_stream(gw)
+    gw.run(gw.gateway.drain(2.0))  # the gateway shuts down and cuts the stream itself
+    cut.close()
+    assert breaker_of(gw, "a")["breaker"] == "closed"
+
+
+def test_every_503_says_when_to_retry(
+    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+) -> None:
+    a = sims("a")
+    a.set_faults(down=True)
+    clock = ManualClock()
+    gw = start(
+        [backend("a", a.url)],
+        clock=clock,
+        GATEWAY_BREAKER='{"mode": "count", "failures": 2, "trip_seconds": 30}',
+    )
+    good = json.dumps({"messages": MESSAGES}).encode()
+    status, headers, _ = raw(gw, CHAT_PATH, body=good, headers=AUTH)
+    assert (status, {k.lower(): v for k, v in headers.items()}["retry-after"]) == (503, "1")  # nothing scheduled
+    raw(gw, CHAT_PATH, body=good, headers=AUTH)  # the second failure opens the breaker
+    clock.advance(10)
+    status, headers, payload = raw(gw, CHAT_PATH, body=good, headers=AUTH)
+    assert status == 503
+    assert payload["error"]["code"] == "no_backend_available"
+    assert {k.lower(): v for k, v in headers.items()}["retry-after"] == "20"  # when the breaker half-opens
