@@ -119,7 +119,7 @@ class Meter:
         self.abandoned = Abandoned(prices or {})
 
     async def finish(self, record: RequestRecord, admission: Admission | None) -> None:
-        if admission is not None:
+        if admission is not None and not record.prompt_estimate:
             record.prompt_estimate = admission.prompt_estimate
         self.abandoned.add(record)
         if admission is not None and not admission.settled:

@@ -26,6 +26,7 @@ from shared.errors import (
     error_response,
 )
 from shared.gateway import Gateway
+from shared.limits.estimate import estimate_call
 from shared.limits.limiter import Admission
 from shared.logs import request_id_var
 from shared.meter import SentContent, prompt_of
@@ -120,6 +121,8 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
             ),
         )
         record.attempts = _attempts(result.attempts)
+        if record.abandoned:  # their cost is the prompt: counted now if admission did not need it
+            record.prompt_estimate = admission.prompt_estimate or estimate_call(call, 0).prompt
         if isinstance(result, Exhausted):
             raise result.error
     except GatewayError as exc:

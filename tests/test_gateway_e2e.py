@@ -551,3 +551,65 @@ def test_every_503_says_when_to_retry(
     assert status == 503
     assert payload["error"]["code"] == "no_backend_available"
     assert {k.lower(): v for k, v in headers.items()}["retry-after"] == "20"  # when the breaker half-opens
+
+
+# --- metering what the backends were really asked for ----------------------------------------------
+
+
+def test_a_cut_stream_is_charged_the_content_tokens_the_caller_received(
+    sims: Callable[..., SimulatorThread], gateway_server: Callable[..., GatewayServer]
+) -> None:
+    from shared.api import ApiCall
+    from shared.limits.limiter import Admission, NoLimits
+    from shared.models import Caller
+    from shared.tokens import count_text
+
+    settled: list[int] = []
+
+    class Recording(NoLimits):
+        async def admit(self, caller: Caller, call: ApiCall) -> Admission:
+            return Admission(caller, 500, prompt_estimate=9)
+
+        async def settle(self, admission: Admission, used_tokens: int) -> None:
+            settled.append(used_tokens)
+            await super().settle(admission, used_tokens)
+
+    sim = sims("a")
+    sim.set_faults(drop_mid_stream_after=12)  # the role event, then eleven content events
+    settings = settings_for([backend("a", sim.url)], GATEWAY_DEMO_KEY=KEY)
+    gw = gateway_server(lambda: Gateway(settings, limiter=Recording()))
+    received: list[str] = []
+
+    def drain() -> None:
+        for chunk in azure(gw).chat.completions.create(model="chat", messages=MESSAGES, stream=True, max_tokens=40):
+            received.extend(c.delta.content or "" for c in chunk.choices)
+
+    with pytest.raises(openai.APIError):
+        drain()
+    assert wait_for(lambda: bool(settled))
+    text = "".join(received)
+    assert text
+    # The prompt estimate plus the tokens of the text that arrived, counted as reservations count.
+    assert settled == [9 + count_text(text)]
+
+
+def test_attempts_abandoned_at_the_first_byte_timeout_are_counted_with_their_cost(
+    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+) -> None:
+    slow, fast = sims("slow"), sims("fast")
+    slow.set_faults(slow_first_byte_ms=2000)
+    gw = start(
+        [backend("slow", slow.url, timeouts={"first_byte": 0.2}), backend("fast", fast.url, priority=2)],
+        GATEWAY_PRICES='{"chat": {"input": 2.0, "output": 8.0}}',
+    )
+    for _ in range(2):
+        response = azure(gw).chat.completions.with_raw_response.create(model="chat", messages=MESSAGES)
+        assert response.headers["x-gateway-backend"] == "fast"
+    status, _, stats = raw(gw, "/gateway/admin/stats", method="GET", headers={"x-admin-key": ADMIN})
+    assert status == 200
+    abandoned = stats["abandoned"]
+    assert abandoned["attempts"] == 2
+    tokens = abandoned["estimated_prompt_tokens"]
+    assert tokens > 0
+    assert abandoned["estimated_cost"] == pytest.approx(tokens * 2.0 / 1000)
+    assert abandoned["by_deployment"]["chat"]["attempts"] == 2
