@@ -8,6 +8,7 @@ however it ends).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -121,8 +122,10 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
             ),
         )
         record.attempts = _attempts(result.attempts)
-        if record.abandoned:  # their cost is the prompt: counted now if admission did not need it
-            record.prompt_estimate = admission.prompt_estimate or estimate_call(call, 0).prompt
+        if record.abandoned and not admission.prompt_estimate:
+            # Their cost is the prompt, counted now since admission did not need it; off the loop, as the
+            # tokenizer may load for the first time here.
+            record.prompt_estimate = (await asyncio.to_thread(estimate_call, call, 0)).prompt
         if isinstance(result, Exhausted):
             raise result.error
     except GatewayError as exc:

@@ -57,5 +57,6 @@ def test_client_visible_errors_stay_within_the_rules_bound(
     # The faulty backend is tripped by the rate rule; a throttle, 30 % on both or a poison trips nothing.
     assert result.breakers == {"a": "open" if row.trips else "closed", "b": "closed"}
     if "first byte" in row.name or "hang" in row.name:
-        # Attempts given up at the timeout are counted; the breaker stops them after min_requests.
-        assert MIN_REQUESTS <= result.abandoned <= MIN_REQUESTS + CONCURRENCY - 1
+        # Attempts given up at the timeout are counted. The breaker stops them once half of at least
+        # min_requests failed (the warm-up's successes count too), plus what was in flight.
+        assert MIN_REQUESTS // 2 <= result.abandoned <= MIN_REQUESTS + CONCURRENCY - 1
