@@ -133,7 +133,7 @@ class Totals:
                         _count(sums["gateway.backend.abandoned"], where_attempt, 1)
                         _count(sums["gateway.backend.abandoned_tokens"], where_attempt, r.prompt_estimate)
             if r.cache is not None:
-                _count(sums["gateway.cache.lookups"], (cache, deployment, sub_id, sub_name), 1)
+                _count(sums["gateway.cache.lookups"], (cache, r.cache_check, deployment, sub_id, sub_name), 1)
                 if r.tokens_saved:
                     _count(sums["gateway.cache.tokens_saved"], (deployment, sub_id, sub_name), r.tokens_saved)
         return overhead
