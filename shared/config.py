@@ -324,7 +324,10 @@ def _parse_breaker(r: _Reader) -> BreakerPolicy:
         ranges.append((lo, int(match.group(2) or lo)))
     for key in sorted(set(raw) - _BREAKER_FIELDS):
         r.problems.append(f"{where}: unknown field {key!r}")
-    mode = raw.get("mode", base.mode)
+    mode = raw.get("mode")
+    if mode is None:
+        # A policy written for the count rule, before the rate rule existed, keeps its meaning.
+        mode = "count" if set(raw) & _COUNT_ONLY and not set(raw) & _RATE_ONLY else base.mode
     if mode not in BREAKER_MODES:
         r.problems.append(f"{where}.mode: {mode!r} is not one of {', '.join(BREAKER_MODES)}")
         mode = base.mode
