@@ -104,6 +104,10 @@ class Abandoned:
         }
 
 
+class Budgets(Protocol):
+    def charge(self, record: RequestRecord) -> None: ...
+
+
 class Meter:
     def __init__(
         self,
@@ -112,11 +116,13 @@ class Meter:
         ledger: Ledger | None = None,
         *,
         prices: Mapping[str, Mapping[str, float]] | None = None,
+        budgets: Budgets | None = None,
     ) -> None:
         self.limiter = limiter
         self.telemetry = telemetry
         self.ledger = ledger
         self.abandoned = Abandoned(prices or {})
+        self.budgets = budgets
 
     async def finish(self, record: RequestRecord, admission: Admission | None) -> None:
         if admission is not None and not record.prompt_estimate:
@@ -129,6 +135,8 @@ class Meter:
             self.telemetry.record(record)
         if self.ledger is not None and record.caller is not None:
             self.ledger.add(record)
+        if self.budgets is not None:
+            self.budgets.charge(record)
         usage = record.usage or Usage()
         log.info(
             "%s %s status=%d outcome=%s subscription=%s deployment=%s backend=%s attempts=%d "
