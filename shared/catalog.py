@@ -67,7 +67,9 @@ CATALOG: tuple[Setting, ...] = (
     Setting(
         "GATEWAY_BREAKER",
         "{}",
-        "JSON circuit-breaker policy: failures, interval_seconds, trip_seconds, status_ranges, count_429.",
+        "JSON circuit-breaker policy: mode (rate | count), failure_rate, min_requests, window_seconds (rate); "
+        "failures, interval_seconds (count); trip_seconds, status_ranges, count_429, accept_retry_after, "
+        "trial_timeout_seconds.",
     ),
     Setting(
         "GATEWAY_STORAGE",

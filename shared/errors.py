@@ -179,11 +179,21 @@ class EmbeddingUnavailable(GatewayException):
 class AttemptFailed(GatewayException):
     """One backend attempt failed before anything reached the caller; the proxy fails over."""
 
-    def __init__(self, outcome: str, retry_after: float | None = None, status: int | None = None) -> None:
+    def __init__(
+        self,
+        outcome: str,
+        retry_after: float | None = None,
+        status: int | None = None,
+        *,
+        body: bytes = b"",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(outcome)
         self.outcome = outcome  # the status code, or "connect_error" / "timeout" / "read_error" / ...
         self.retry_after = retry_after
         self.status = status
+        self.body = body  # a 5xx answer's body (bounded): read for its reason, and passed on if every backend fails
+        self.headers: dict[str, str] = dict(headers or {})
 
 
 def retry_after_headers(seconds: float) -> dict[str, str]:
@@ -192,9 +202,21 @@ def retry_after_headers(seconds: float) -> dict[str, str]:
     return {"Retry-After": str(max(1, (ms + 999) // 1000)), "retry-after-ms": str(ms)}
 
 
+# When nothing better is known (no breaker, throttle or storage retry is scheduled), a 503 still says when to
+# come back: a caller that retries at once adds load exactly when the gateway cannot serve it.
+DEFAULT_RETRY_SECONDS = 1.0
+
+
+def with_retry_after(status: int, headers: dict[str, str]) -> dict[str, str]:
+    """`headers`, with a Retry-After added if `status` is 503 and none is there: every 503 says when to retry."""
+    if status == 503 and not any(k.lower() == "retry-after" for k in headers):
+        headers.update(retry_after_headers(DEFAULT_RETRY_SECONDS))
+    return headers
+
+
 def error_response(exc: GatewayError, request_id: str, extra: Mapping[str, str] | None = None) -> GatewayResponse:
     """The one rendering of an error: the envelope, its status and headers, and the request id."""
     headers = {"content-type": "application/json", "x-request-id": request_id, **(extra or {}), **exc.headers}
     if exc.should_retry is False:
         headers.setdefault("x-should-retry", "false")
-    return GatewayResponse(exc.status, headers, exc.body())
+    return GatewayResponse(exc.status, with_retry_after(exc.status, headers), exc.body())

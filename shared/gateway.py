@@ -122,7 +122,11 @@ class Gateway:
         )
         # With nothing to export metrics to, the meter skips telemetry altogether.
         self.meter = Meter(
-            self.limiter, self.telemetry if self.telemetry.enabled else None, self.ledger, budgets=self.budgets
+            self.limiter,
+            self.telemetry if self.telemetry.enabled else None,
+            self.ledger,
+            budgets=self.budgets,
+            prices=settings.prices,
         )
         self.cache: Cache | None = None
         if settings.cache is not None:

@@ -25,6 +25,11 @@ class Outcome(StrEnum):
     BACKEND_ERROR = "backend_error"  # no backend could answer, or one failed mid-stream
 
 
+# Attempt outcomes the gateway gave up on before the answer came: the request had been sent, so the
+# backend may still complete it and bill its tokens, though nobody receives them.
+ABANDONED_OUTCOMES = frozenset({"timeout"})
+
+
 class Trace(Protocol):
     """What the pipeline, the meter and telemetry use of a request's trace (`shared.telemetry.RequestTrace`)."""
 
@@ -79,3 +84,9 @@ class RequestRecord:
     error: str | None = None
     trace: Trace = UNTRACED
     prompt: str | None = None  # set only when GATEWAY_LOG_PROMPTS is on
+    prompt_estimate: int = 0  # the prompt's tokens as counted offline at admission (the cost of an abandoned attempt)
+
+    @property
+    def abandoned(self) -> int:
+        """Attempts of this request the gateway gave up on at a timeout (each may still be billed)."""
+        return sum(1 for attempt in self.attempts if attempt[1] in ABANDONED_OUTCOMES)

@@ -30,10 +30,11 @@ from shared.errors import (
     retry_after_headers,
 )
 from shared.gateway import Gateway
+from shared.limits.estimate import estimate_call
 from shared.limits.limiter import Admission
 from shared.limits.users import with_end_user
 from shared.logs import request_id_var
-from shared.meter import prompt_of
+from shared.meter import SentContent, prompt_of
 from shared.models import DEFAULT_API_VERSION, Caller, GatewayRequest, GatewayResponse, Operation, Usage
 from shared.outcomes import Outcome, RequestRecord
 from shared.proxy import Attempt, BackendCall, Exhausted, ProxyResult, RelayedStream
@@ -137,6 +138,10 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
             _backend_call(request, route, call, placement, streamed=streamed, chat_stream=chat_stream)
         )
         record.attempts = _attempts(result.attempts)
+        if record.abandoned and not admission.prompt_estimate:
+            # Their cost is the prompt, counted now since admission did not need it; off the loop, as the
+            # tokenizer may load for the first time here.
+            record.prompt_estimate = (await asyncio.to_thread(estimate_call, call, 0)).prompt
         if isinstance(result, Exhausted):
             raise result.error
     except GatewayError as exc:
@@ -341,12 +346,15 @@ async def _metered(
     recorder: StreamRecorder | None = None,
 ) -> AsyncIterator[bytes]:
     finished = False
+    sent = SentContent()
     try:
         with record.trace.stage("stream"):
             async for chunk in stream:
                 if recorder is not None:
                     recorder.feed(chunk)
                 yield chunk
+                if not stream.binary:
+                    sent.feed(chunk)  # after the yield: only what reached the caller
         finished = True
         if recorder is not None:
             ended = await stream.finish()
@@ -356,7 +364,7 @@ async def _metered(
         # Close and settle in a task the gateway owns: a disconnected client's task may be cancelled
         # again at any await, the backend connection must be closed all the same, and a gateway
         # shutting down waits for these before it flushes the ledger.
-        gw.spawn(_end_stream(gw, stream, record, admission, started, finished=finished))
+        gw.spawn(_end_stream(gw, stream, record, admission, started, finished=finished, sent=sent))
 
 
 async def _end_stream(
@@ -367,14 +375,16 @@ async def _end_stream(
     started: float,
     *,
     finished: bool,
+    sent: SentContent,
 ) -> None:
     ended = await stream.finish()
     gw.stream_settled(stream)
     record.usage = ended.usage
     if record.usage is None:
-        # Cut before the usage chunk: charge what was really sent, the prompt (estimated) and one token
-        # per content event that reached the caller, rather than refunding a stream that was used.
-        record.usage = Usage(admission.prompt_estimate, ended.content_events)
+        # Cut before the usage chunk: charge what was really sent, the prompt (estimated) and the content
+        # tokens that reached the caller, rather than refunding a stream that was used.
+        # (A Responses stream's text is in typed deltas, counted as one token each.)
+        record.usage = Usage(admission.prompt_estimate, sent.tokens() or ended.content_events)
     record.seconds = time.perf_counter() - started
     if ended.error:
         record.outcome, record.error = Outcome.BACKEND_ERROR, ended.error

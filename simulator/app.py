@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -191,7 +192,7 @@ class Simulator:
         if call.deployment is not None:
             request[DEPLOYMENT] = call.deployment
         # Azure's order: key, api-version, a deployment in the path, the body, a deployment named in the body.
-        refusal = self._check(call) or unreadable or self._check_body_deployment(call)
+        refusal = self._check(call) or unreadable or self._check_body_deployment(call) or _unencodable(body)
         parsed: Parsed | web.Response = refusal if refusal is not None else _parse(parse, body)
         received = self._log.add(Received(request, call.request_id, call.deployment, loggable(body), self.clock.now()))
         outcome = "cancelled"
@@ -405,6 +406,15 @@ class Simulator:
             "usage": {"prompt_tokens": embed.prompt_tokens, "total_tokens": embed.prompt_tokens},
         }
         return await self.respond(call, encode(body), limit_headers(admission), drop_after)
+
+
+def _unencodable(body: object) -> web.Response | None:
+    """Azure answers a body holding a string it cannot encode (a lone surrogate, `"\\ud800"`) with a plain 500."""
+    try:
+        json.dumps(body, ensure_ascii=False, default=str).encode()  # default: multipart uploads
+    except UnicodeEncodeError:
+        return errors.server_error(500, "The server had an error while processing your request. Sorry about that!")
+    return None
 
 
 def _parse(parse: Callable[[object], Parsed], body: object) -> Parsed | web.Response:

@@ -104,6 +104,20 @@ FAILOVERS = MetricSpec(
     "Attempts that failed and were retried on another backend, by the backend that failed and why.",
     (BACKEND, DEPLOYMENT, REGION, ATTEMPT_OUTCOME),
 )
+ABANDONED = MetricSpec(
+    "gateway.backend.abandoned",
+    "counter",
+    "{attempt}",
+    "Attempts the gateway gave up on at a timeout after sending them; the backend may still complete and bill them.",
+    (BACKEND, DEPLOYMENT, REGION),
+)
+ABANDONED_TOKENS = MetricSpec(
+    "gateway.backend.abandoned_tokens",
+    "counter",
+    "{token}",
+    "Prompt tokens (counted offline) of the attempts given up at a timeout: what they may cost if billed.",
+    (BACKEND, DEPLOYMENT, REGION),
+)
 BREAKER_TRANSITIONS = MetricSpec(
     "gateway.breaker.transitions",
     "counter",
@@ -155,6 +169,8 @@ METRICS: tuple[MetricSpec, ...] = (
     REQUESTS,
     ATTEMPTS,
     FAILOVERS,
+    ABANDONED,
+    ABANDONED_TOKENS,
     BREAKER_TRANSITIONS,
     PROBE_DURATION,
     CACHE_LOOKUPS,
