@@ -285,6 +285,7 @@ var gatewayBaseSettings = {
   GATEWAY_BACKENDS: string(backends)
   GATEWAY_ADMIN_KEY: '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.adminKeySecretUri})'
   GATEWAY_STORAGE__tableServiceUri: storage.outputs.tableEndpoint
+  GATEWAY_STORAGE__blobServiceUri: storage.outputs.blobEndpoint
   GATEWAY_STORAGE__credential: 'managedidentity'
   GATEWAY_STORAGE__clientId: identity.outputs.clientId
   GATEWAY_COSMOS__accountEndpoint: cosmos.outputs.endpoint

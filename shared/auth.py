@@ -86,6 +86,7 @@ class Authenticator:
             limits=subscription.limits,
             allowed_deployments=subscription.allowed_deployments,
             cache_opt_out=subscription.cache_opt_out,
+            prompt_log=subscription.prompt_log,
         )
 
     async def _lookup(self, key_hash: str) -> Subscription | None:

@@ -23,9 +23,10 @@ from shared.config import Settings, get_settings
 from shared.ledger import Ledger
 from shared.limits.limiter import Limiter, SharedLimiter
 from shared.meter import Meter
+from shared.promptlog.log import PromptLog
 from shared.proxy import Proxy
 from shared.routing import Router
-from shared.stores.factory import Stores, build_stores, build_vector_store
+from shared.stores.factory import Stores, build_append_log, build_stores, build_vector_store
 from shared.telemetry import Telemetry
 
 if TYPE_CHECKING:
@@ -92,8 +93,17 @@ class Gateway:
             deployments=settings.deployments,
             flush_seconds=settings.ledger_flush_seconds,
         )
+        self.prompt_log = PromptLog(
+            settings.prompt_log,
+            build_append_log(settings, session=self.session),
+            clock,
+            instance_id=self.instance_id,
+            on_count=self.telemetry.count_prompt_log,
+        )
         # With nothing to export metrics to, the meter skips telemetry altogether.
-        self.meter = Meter(self.limiter, self.telemetry if self.telemetry.enabled else None, self.ledger)
+        self.meter = Meter(
+            self.limiter, self.telemetry if self.telemetry.enabled else None, self.ledger, audit=self.prompt_log
+        )
         self.cache: Cache | None = None
         if settings.cache is not None:
             from shared.cache.stage import build_cache  # noqa: PLC0415 - the cache's modules load only when it is on
@@ -151,6 +161,7 @@ class Gateway:
     async def close(self) -> None:
         await self.drain()  # streams cut by the shutdown are metered before the ledger's last write
         await self.ledger.close()  # before the session and stores it writes through
+        await self.prompt_log.close()  # the records of the streams just settled included
         await asyncio.to_thread(self.telemetry.shutdown)  # the last export blocks on HTTP
         if self.cache is not None:
             await self.cache.close()

@@ -35,11 +35,22 @@ class Ledger(Protocol):
     def add(self, record: RequestRecord) -> None: ...
 
 
+class AuditLog(Protocol):
+    def add(self, record: RequestRecord) -> None: ...
+
+
 class Meter:
-    def __init__(self, limiter: Limiter, telemetry: Telemetry | None = None, ledger: Ledger | None = None) -> None:
+    def __init__(
+        self,
+        limiter: Limiter,
+        telemetry: Telemetry | None = None,
+        ledger: Ledger | None = None,
+        audit: AuditLog | None = None,
+    ) -> None:
         self.limiter = limiter
         self.telemetry = telemetry
         self.ledger = ledger
+        self.audit = audit
 
     async def finish(self, record: RequestRecord, admission: Admission | None) -> None:
         if admission is not None and not admission.settled:
@@ -49,6 +60,8 @@ class Meter:
             self.telemetry.record(record)
         if self.ledger is not None and record.caller is not None:
             self.ledger.add(record)
+        if self.audit is not None and record.request_body is not None:
+            self.audit.add(record)  # queued, never awaited: a full queue drops the record, not the request
         usage = record.usage or Usage()
         log.info(
             "%s %s status=%d outcome=%s subscription=%s deployment=%s backend=%s attempts=%d "

@@ -7,10 +7,11 @@ to import another to agree on the record.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from shared.models import Caller, Usage
 
@@ -78,3 +79,6 @@ class RequestRecord:
     error: str | None = None
     trace: Trace = UNTRACED
     prompt: str | None = None  # set only when GATEWAY_LOG_PROMPTS is on
+    # Set only when the caller's subscription sends this deployment's requests to the audit log (shared.promptlog).
+    request_body: Mapping[str, Any] | None = None
+    completion: Any = None  # the answer, the assembled stream, or the error envelope

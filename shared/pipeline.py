@@ -31,6 +31,7 @@ from shared.logs import request_id_var
 from shared.meter import prompt_of
 from shared.models import GatewayRequest, GatewayResponse, Usage
 from shared.outcomes import Outcome, RequestRecord
+from shared.promptlog.transcript import StreamTranscript
 from shared.proxy import Attempt, BackendCall, Exhausted, RelayedStream
 
 if TYPE_CHECKING:
@@ -87,6 +88,8 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
         record.deployment, record.streamed = call.deployment, call.stream
         if gw.settings.log_prompts:
             record.prompt = prompt_of(call.body)
+        if caller.logs_prompts(call.deployment):
+            record.request_body = call.body  # the audit log's; masked and written off the request's path
         if not gw.router.knows(call.deployment):
             raise NotFound(f"The deployment '{call.deployment}' does not exist.", code="DeploymentNotFound")
         if not caller.may_use(call.deployment):
@@ -104,6 +107,8 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
             # Counted as a request (RPM) but settled with no tokens (TPM): nothing reached a backend.
             record.status, record.outcome = 200, Outcome.CACHE_HIT
             record.tokens_saved = lookup.tokens_saved
+            if record.request_body is not None and lookup.entry is not None:
+                record.completion = _answer(lookup.entry.response)
             record.seconds = time.perf_counter() - started
             await gw.meter.finish(record, admission)
             return gw.cache.respond(lookup, call, {**admission.headers, "x-request-id": request.request_id})
@@ -124,6 +129,8 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
             raise result.error
     except GatewayError as exc:
         record.status, record.outcome, record.error = exc.status, _outcome_of(exc), exc.code
+        if record.request_body is not None:
+            record.completion = exc.envelope()
         record.seconds = time.perf_counter() - started
         await gw.meter.finish(record, admission)
         return error_response(exc, request.request_id, admission.headers if admission else None)
@@ -142,6 +149,8 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
         answer = _answer(result.body) if result.status == 200 else None
         record.usage = _usage_of(answer)
         record.outcome = Outcome.SUCCESS if result.status < 400 else Outcome.CLIENT_ERROR
+        if record.request_body is not None:
+            record.completion = answer or _answer(result.body) or result.body.decode(errors="replace")
         record.backend_seconds = result.backend_seconds
         record.seconds = time.perf_counter() - started
         await gw.meter.finish(record, admission)
@@ -150,10 +159,11 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
         return GatewayResponse(result.status, headers, result.body)
     headers["cache-control"] = "no-cache"
     recorder = gw.cache.recorder(lookup) if gw.cache is not None else None
+    transcript = StreamTranscript(gw.settings.prompt_log.max_record_bytes) if record.request_body is not None else None
     record.ready_seconds = time.perf_counter() - started  # the first event is here: the rest is the backend's pace
     record.backend_seconds = result.backend_seconds
     gw.stream_opened(result.stream)
-    stream = _metered(gw, result.stream, record, admission, started, recorder=recorder)
+    stream = _metered(gw, result.stream, record, admission, started, recorder=recorder, transcript=transcript)
     return GatewayResponse(200, headers, stream=stream)
 
 
@@ -165,6 +175,7 @@ async def _metered(
     started: float,
     *,
     recorder: StreamRecorder | None = None,
+    transcript: StreamTranscript | None = None,
 ) -> AsyncIterator[bytes]:
     finished = False
     try:
@@ -173,6 +184,8 @@ async def _metered(
                 if recorder is not None:
                     recorder.feed(chunk)
                 yield chunk
+                if transcript is not None:
+                    transcript.feed(chunk)  # after the caller has the chunk: the audit log never delays it
         finished = True
         if recorder is not None:
             ended = await stream.finish()
@@ -182,6 +195,8 @@ async def _metered(
         # Close and settle in a task the gateway owns: a disconnected client's task may be cancelled
         # again at any await, the backend connection must be closed all the same, and a gateway
         # shutting down waits for these before it flushes the ledger.
+        if transcript is not None:
+            record.completion = transcript.result()
         gw.spawn(_end_stream(gw, stream, record, admission, started, finished=finished))
 
 

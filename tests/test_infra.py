@@ -57,6 +57,7 @@ UNSET_IN_AZURE = {
 # Catalog settings that only mean something in Azure: a local run signs in as the developer, or not at all.
 AZURE_ONLY = {
     "GATEWAY_STORAGE__tableServiceUri",
+    "GATEWAY_STORAGE__blobServiceUri",
     "GATEWAY_STORAGE__credential",
     "GATEWAY_STORAGE__clientId",
     "GATEWAY_COSMOS__credential",

@@ -65,4 +65,5 @@ def stats_report(gateway: Gateway) -> dict[str, Any]:
         "limits": gateway.limiter.stats(),
         "auth": {"stale_answers": gateway.authenticator.stale_answers},
         "breakers": {"shared": gateway.breakers.store_healthy},
+        "prompt_log": gateway.prompt_log.stats(),
     }

@@ -17,9 +17,11 @@ from shared.clock import parse_instant
 from shared.errors import BadRequest, NotFound
 from shared.models import (
     Limits,
+    PromptLogScope,
     QuotaPeriod,
     Subscription,
     SubscriptionState,
+    prompt_log_to_json,
 )
 from shared.stores.protocols import SubscriptionStore
 
@@ -30,6 +32,7 @@ _EDITABLE = {
     "expires_at",
     "allowed_deployments",
     "cache_opt_out",
+    "prompt_log",
     *_LIMIT_FIELDS,
     "token_quota_period",
 }
@@ -92,6 +95,20 @@ def _deployments(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _prompt_log(value: Any) -> PromptLogScope | None:
+    shape = "'prompt_log' must be true, false, or {\"deployments\": [names]}."
+    if value is None or value is False:
+        return None
+    if value is True:
+        return PromptLogScope()
+    if not isinstance(value, dict) or set(value) != {"deployments"}:
+        raise BadRequest(shape, param="prompt_log")
+    names = value["deployments"]
+    if not isinstance(names, list) or not names or not all(isinstance(d, str) and d for d in names):
+        raise BadRequest(shape, param="prompt_log")
+    return PromptLogScope(tuple(names))
+
+
 def public_view(sub: Subscription) -> dict[str, Any]:
     """A subscription as the admin API shows it: never a key, never a hash."""
     return {
@@ -106,6 +123,7 @@ def public_view(sub: Subscription) -> dict[str, Any]:
         "token_quota": sub.limits.token_quota,
         "token_quota_period": sub.limits.token_quota_period.value if sub.limits.token_quota_period else None,
         "cache_opt_out": sub.cache_opt_out,
+        "prompt_log": prompt_log_to_json(sub.prompt_log),
     }
 
 
@@ -139,6 +157,7 @@ class SubscriptionAdmin:
             expires_at=_expiry(fields.get("expires_at")),
             created_at=time.time(),
             cache_opt_out=bool(fields.get("cache_opt_out", False)),
+            prompt_log=_prompt_log(fields.get("prompt_log")),
         )
         await self._store.create(sub)
         return {**public_view(sub), "primary_key": primary, "secondary_key": secondary}
@@ -179,6 +198,8 @@ class SubscriptionAdmin:
                 updated = replace(updated, allowed_deployments=_deployments(fields["allowed_deployments"]))
             if "cache_opt_out" in fields:
                 updated = replace(updated, cache_opt_out=bool(fields["cache_opt_out"]))
+            if "prompt_log" in fields:
+                updated = replace(updated, prompt_log=_prompt_log(fields["prompt_log"]))
             return updated
 
         sub = await self._store.modify(sub_id, change)

@@ -30,6 +30,8 @@ ATTEMPT_OUTCOME = "gateway.attempt.outcome"  # the backend's status code, or "ti
 BREAKER_FROM = "gateway.breaker.from"
 BREAKER_TO = "gateway.breaker.to"
 PROBE_OK = "gateway.probe.ok"
+PROMPT_LOG_RESULT = "gateway.promptlog.result"  # "written" | "dropped" | "failed"
+CONTENT_SAFETY_RESULT = "gateway.content_safety.result"  # "allowed" | "blocked" | "unavailable_open" | ...
 
 PROVIDER_NAME = "azure.ai.openai"
 GEN_AI_OPERATIONS = {"chat/completions": "chat", "embeddings": "embeddings"}
@@ -133,6 +135,22 @@ OVERHEAD = MetricSpec(
     OVERHEAD_BUCKETS,
 )
 
+PROMPT_LOG_RECORDS = MetricSpec(
+    "gateway.promptlog.records",
+    "counter",
+    "{record}",
+    "Audit-log records by result: written to storage, dropped (queue full), failed (storage refused the batch).",
+    (PROMPT_LOG_RESULT,),
+)
+CONTENT_SAFETY_CHECKS = MetricSpec(
+    "gateway.content_safety.checks",
+    "counter",
+    "{check}",
+    "Content Safety checks by result: allowed, blocked, or the service unavailable and the request let through "
+    "(unavailable_open) or refused (unavailable_closed).",
+    (CONTENT_SAFETY_RESULT, DEPLOYMENT),
+)
+
 METRICS: tuple[MetricSpec, ...] = (
     TOKEN_USAGE,
     OPERATION_DURATION,
@@ -144,6 +162,8 @@ METRICS: tuple[MetricSpec, ...] = (
     CACHE_LOOKUPS,
     TOKENS_SAVED,
     OVERHEAD,
+    PROMPT_LOG_RECORDS,
+    CONTENT_SAFETY_CHECKS,
 )
 # Attributes of the request span that the operators' workbook reads (Application Insights `requests`).
 SPAN_OVERHEAD_MS = "gateway.overhead_ms"

@@ -10,7 +10,14 @@ from typing import Any
 from azure.core import MatchConditions
 
 from shared.errors import StoreUnavailable
-from shared.models import Limits, QuotaPeriod, Subscription, SubscriptionState
+from shared.models import (
+    Limits,
+    QuotaPeriod,
+    Subscription,
+    SubscriptionState,
+    prompt_log_from_json,
+    prompt_log_to_json,
+)
 from shared.stores.tables.account import CAS_ATTEMPTS, SAFE_KEY, TableAccount, TableRows, if_match
 
 SUBSCRIPTIONS = "subscriptions"
@@ -35,6 +42,7 @@ def subscription_to_json(sub: Subscription) -> str:
             "expires_at": sub.expires_at,
             "created_at": sub.created_at,
             "cache_opt_out": sub.cache_opt_out,
+            "prompt_log": prompt_log_to_json(sub.prompt_log),
         },
         separators=(",", ":"),
     )
@@ -59,6 +67,7 @@ def subscription_from_json(text: str) -> Subscription:
         expires_at=raw.get("expires_at"),
         created_at=float(raw.get("created_at") or 0.0),
         cache_opt_out=bool(raw.get("cache_opt_out", False)),
+        prompt_log=prompt_log_from_json(raw.get("prompt_log")),
     )
 
 
