@@ -87,6 +87,13 @@ param probeSchedule string = '0 */5 * * * *'
 @description('Prices per 1,000 tokens by deployment (GATEWAY_PRICES); empty: list prices of the default models.')
 param prices object = {}
 
+@description('Deploy Azure AI Content Safety and turn the content-safety stage on (GATEWAY_CONTENT_SAFETY).')
+param contentSafetyEnabled bool = false
+@description('Region of the Content Safety account (Prompt Shields is offered in some regions only).')
+param contentSafetyLocation string = location
+@description('More GATEWAY_CONTENT_SAFETY fields (categories, deployments, subscriptions, on_unavailable; see the README), merged over the endpoint set here.')
+param contentSafetySettings object = {}
+
 @minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 40
@@ -208,6 +215,16 @@ module openAiSecondary './app/openai.bicep' = {
   }
 }
 
+module contentSafety './app/contentsafety.bicep' = if (contentSafetyEnabled) {
+  name: 'contentsafety'
+  scope: rg
+  params: {
+    name: '${abbrs.cognitiveServicesContentSafety}${resourceToken}'
+    location: contentSafetyLocation
+    tags: tags
+  }
+}
+
 module rbac './app/rbac.bicep' = {
   name: 'rbac'
   scope: rg
@@ -218,6 +235,7 @@ module rbac './app/rbac.bicep' = {
     openAiSecondaryName: openAiSecondary.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     keyVaultName: keyVault.outputs.name
+    contentSafetyName: contentSafetyEnabled ? contentSafety.outputs.name : ''
     appPrincipalId: identity.outputs.principalId
     userPrincipalId: principalId
     userPrincipalType: principalType
@@ -300,7 +318,10 @@ var gatewayBaseSettings = {
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD;ClientId=${identity.outputs.clientId}'
 }
 var cacheSetting = cacheEnabled ? { GATEWAY_CACHE: string(cacheConfig) } : {}
-var gatewaySettings = union(gatewayBaseSettings, cacheSetting)
+// Managed identity is the stage's default auth: only the endpoint is needed.
+var contentSafetyConfig = union({ endpoint: contentSafetyEnabled ? contentSafety.outputs.endpoint : '' }, contentSafetySettings)
+var contentSafetySetting = contentSafetyEnabled ? { GATEWAY_CONTENT_SAFETY: string(contentSafetyConfig) } : {}
+var gatewaySettings = union(gatewayBaseSettings, cacheSetting, contentSafetySetting)
 
 module api './app/api.bicep' = {
   name: 'api'

@@ -94,6 +94,12 @@ CATALOG: tuple[Setting, ...] = (
         "flush_seconds, max_record_bytes, redact, lookup_hours). Which requests are logged is per subscription.",
     ),
     Setting(
+        "GATEWAY_CONTENT_SAFETY",
+        None,
+        "JSON Content Safety stage (endpoint, auth, prompt_shields, categories, deployments, subscriptions, "
+        "on_unavailable, timeout_seconds, max_chunks). Off when unset. Schema in the README.",
+    ),
+    Setting(
         "GATEWAY_STORAGE__blobServiceUri",
         None,
         "Blob service URI of the audit log in Azure (managed identity); locally GATEWAY_STORAGE's blob endpoint.",

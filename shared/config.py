@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from shared.cache.config import CacheConfig, parse_cache_config
 from shared.catalog import BY_NAME
+from shared.contentsafety.config import ContentSafetyConfig, parse_content_safety_config
 from shared.errors import ConfigError
 from shared.promptlog.config import PromptLogConfig, parse_prompt_log_config
 
@@ -129,6 +130,7 @@ class Settings:
     running_in_azure: bool = False
     prompt_log: PromptLogConfig = field(default_factory=PromptLogConfig)
     blob_service_uri: str | None = None  # the audit log's blob service in Azure (managed identity)
+    content_safety: ContentSafetyConfig | None = None
 
     @property
     def deployments(self) -> frozenset[str]:
@@ -403,6 +405,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         settings,
         prompt_log=parse_prompt_log_config(r.json("GATEWAY_PROMPT_LOG"), r.problems),
         blob_service_uri=blob_uri,
+        content_safety=parse_content_safety_config(r.json("GATEWAY_CONTENT_SAFETY"), env, deployments, r.problems),
     )
     if r.problems:
         raise ConfigError(r.problems)

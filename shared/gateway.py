@@ -16,7 +16,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from shared.auth import Authenticator
-from shared.backendauth import credentials_for
+from shared.backendauth import ManagedIdentityCredential, credentials_for
 from shared.breaker import BreakerBoard
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.config import Settings, get_settings
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from shared.cache.stage import Cache
+    from shared.contentsafety.stage import ContentSafety
     from shared.proxy import RelayedStream
 
 log = logging.getLogger("gateway")
@@ -104,6 +105,19 @@ class Gateway:
         self.meter = Meter(
             self.limiter, self.telemetry if self.telemetry.enabled else None, self.ledger, audit=self.prompt_log
         )
+        self.content_safety: ContentSafety | None = None
+        self._content_safety_credential: ManagedIdentityCredential | None = None
+        if settings.content_safety is not None:
+            from shared.contentsafety.stage import ContentSafety  # noqa: PLC0415 - loads only when it is on
+
+            if settings.content_safety.api_key is None:
+                self._content_safety_credential = ManagedIdentityCredential(clock)
+            self.content_safety = ContentSafety(
+                settings.content_safety,
+                self.session,
+                credential=self._content_safety_credential,
+                on_result=self.telemetry.count_content_safety,
+            )
         self.cache: Cache | None = None
         if settings.cache is not None:
             from shared.cache.stage import build_cache  # noqa: PLC0415 - the cache's modules load only when it is on
@@ -168,6 +182,8 @@ class Gateway:
         await self.stores.close()  # after everything that writes through them, before their HTTP session
         if self._session is not None:
             await self._session.close()
+        if self._content_safety_credential is not None:
+            await self._content_safety_credential.close()
         for credential in set(self.credentials.values()):
             close = getattr(credential, "close", None)
             if close is not None:

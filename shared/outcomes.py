@@ -24,6 +24,7 @@ class Outcome(StrEnum):
     THROTTLED = "throttled"  # the subscription's own TPM / RPM limit
     QUOTA_EXCEEDED = "quota_exceeded"
     BACKEND_ERROR = "backend_error"  # no backend could answer, or one failed mid-stream
+    CONTENT_FILTERED = "content_filtered"  # Content Safety blocked the prompt before any backend saw it
 
 
 class Trace(Protocol):

@@ -1,4 +1,9 @@
-"""The order of the stages, and nothing else: auth -> limits -> cache -> route -> proxy/stream -> meter -> cache store.
+"""The order of the stages, and nothing else:
+auth -> limits -> cache lookup -> content safety -> route -> proxy/stream -> meter (audit log) -> cache store.
+
+Content safety runs after the cache lookup (a hit is an answer already given
+to a prompt that passed, and costs no Content Safety call) and before any
+backend is chosen, so a blocked prompt never reaches one.
 
 `handle` takes the gateway's own request and returns the gateway's own
 response; every failure becomes an OpenAI error envelope here, and every
@@ -17,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from shared import api
 from shared.errors import (
     BackendsThrottled,
+    ContentFiltered,
     Forbidden,
     GatewayError,
     NotFound,
@@ -61,6 +67,8 @@ def _attempts(tried: tuple[Attempt, ...]) -> list[tuple[str, str, float]]:
 
 
 def _outcome_of(exc: GatewayError) -> Outcome:
+    if isinstance(exc, ContentFiltered):
+        return Outcome.CONTENT_FILTERED
     if isinstance(exc, QuotaExceeded):
         return Outcome.QUOTA_EXCEEDED
     if isinstance(exc, RateLimited):
@@ -112,6 +120,9 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
             record.seconds = time.perf_counter() - started
             await gw.meter.finish(record, admission)
             return gw.cache.respond(lookup, call, {**admission.headers, "x-request-id": request.request_id})
+        if gw.content_safety is not None and gw.content_safety.applies(caller.subscription_id, call.deployment):
+            with trace.stage("content_safety"):
+                await gw.content_safety.check(call.deployment, call.body)
         result = await gw.proxy.forward(
             BackendCall(
                 deployment=call.deployment,

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from simulator import errors
 from simulator.config import Latency, SimulatorConfig
+from simulator.contentsafety import add_content_safety_routes
 from simulator.control import add_control_routes
 from simulator.faults import NO_FAULT, FaultInjector, Faults, Plan
 from simulator.limits import Admission, Clock, Limiter, SystemClock
@@ -450,6 +451,7 @@ def create_app(
     app.router.add_post("/openai/deployments/{deployment}/chat/completions", sim.chat_completions)
     app.router.add_post("/openai/deployments/{deployment}/embeddings", sim.embeddings)
     add_control_routes(app, sim)
+    add_content_safety_routes(app, config.api_key)
     app.router.add_route("*", "/{tail:.*}", sim.not_found)
     region = config.region
 

@@ -72,6 +72,7 @@ STORAGE_TABLE_DATA_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
 COGNITIVE_SERVICES_OPENAI_USER = "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd"
 MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
 KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
+COGNITIVE_SERVICES_USER = "a97b65f3-24c7-4388-baec-2e87135dc908"
 COSMOS_DATA_CONTRIBUTOR = "00000000-0000-0000-0000-000000000002"
 
 # Values that look like real credentials, for the sample-settings check.
@@ -358,6 +359,19 @@ def test_cache_settings_the_bicep_builds_pass_the_cache_parser() -> None:
     assert "GATEWAY_CACHE" not in deployed_settings(cacheEnabled=False)
 
 
+def test_content_safety_settings_the_bicep_builds_pass_the_parser() -> None:
+    assert "GATEWAY_CONTENT_SAFETY" not in deployed_settings()
+    config = load_settings(deployed_settings(contentSafetyEnabled=True)).content_safety
+    assert config is not None
+    assert config.endpoint == "https://contentSafety-endpoint.test"
+    assert config.api_key is None  # managed identity: the account's keys are off
+    account = body(bicep("app/contentsafety.bicep")["resources"]["account"])
+    assert account["kind"] == "ContentSafety"
+    assert account["properties"]["disableLocalAuth"] is True
+    rbac = body(bicep("main.bicep")["modules"]["rbac"])["params"]
+    assert "contentSafety" in json.dumps(rbac["contentSafetyName"])
+
+
 def test_cosmos_container_matches_the_store() -> None:
     from shared.stores import cosmos as store
 
@@ -409,11 +423,12 @@ def test_the_app_identity_has_every_role_the_code_needs() -> None:
         ("Microsoft.Insights/components", MONITORING_METRICS_PUBLISHER),
         ("Microsoft.KeyVault/vaults", KEY_VAULT_SECRETS_USER),
         ("Microsoft.DocumentDB/databaseAccounts", COSMOS_DATA_CONTRIBUTOR),
+        ("Microsoft.CognitiveServices/accounts", COGNITIVE_SERVICES_USER),
     }
     openai_scopes = [
         body(r)["scope"] for scope, _, r in role_assignments() if scope == "Microsoft.CognitiveServices/accounts"
     ]
-    assert sorted(openai_scopes) == ["openAiPrimary", "openAiSecondary"]
+    assert sorted(openai_scopes) == ["contentSafety", "openAiPrimary", "openAiSecondary"]
 
 
 def test_every_assignment_goes_to_the_app_identity_and_optionally_the_developer() -> None:
@@ -428,7 +443,14 @@ def test_every_assignment_goes_to_the_app_identity_and_optionally_the_developer(
     assert user is not None
     assert "grantUserRoles" in json.dumps(user["operands"]["condition"])
     for _, _, resource in role_assignments():
-        assert resource["config"]["loop_type"]["detail"]["array_name"] == "principals"
+        array = resource["config"]["loop_type"]["detail"]["array_name"]
+        # An optional resource's assignments loop over `cond ? principals : []`: the same principals, or no one.
+        optional = operator(array)
+        if optional is not None:
+            assert optional["type"] == "conditional"
+            assert (optional["operands"]["true_value"], optional["operands"]["false_value"]) == ("principals", [])
+        else:
+            assert array == "principals"
 
     params = body(bicep("main.bicep")["modules"]["rbac"])["params"]
     assert path(params["appPrincipalId"]) == ["identity", "outputs", "principalId"]

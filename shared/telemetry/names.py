@@ -80,7 +80,8 @@ REQUESTS = MetricSpec(
     "gateway.requests",
     "counter",
     "{request}",
-    "Requests by outcome: success, cache_hit, client_error, unauthorized, throttled, quota_exceeded, backend_error.",
+    "Requests by outcome: success, cache_hit, client_error, unauthorized, throttled, quota_exceeded, backend_error, "
+    "content_filtered.",
     (OUTCOME, STATUS, *_CALLER, *_WHERE),
 )
 ATTEMPTS = MetricSpec(
