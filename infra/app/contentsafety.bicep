@@ -4,8 +4,9 @@
 param name string
 param location string
 param tags object
-@description('Reachable only through its private endpoint (privateNetworking in main.bicep).')
-param privateOnly bool = false
+@description('Enabled: reachable over the public endpoint (Entra auth only). Disabled: only through a private endpoint (main.bicep: privateNetworking). Private unless main.bicep says otherwise.')
+@allowed(['Enabled', 'Disabled'])
+param publicNetworkAccess string = 'Disabled'
 
 resource account 'Microsoft.CognitiveServices/accounts@2024-10-01' = {
   // checkov:skip=CKV_AZURE_238:The account calls no other service (no customer-managed key, no blocklist storage), so it has no identity to give
@@ -20,9 +21,9 @@ resource account 'Microsoft.CognitiveServices/accounts@2024-10-01' = {
     // Entra tokens need the custom subdomain; keys are off.
     customSubDomainName: name
     disableLocalAuth: true
-    publicNetworkAccess: privateOnly ? 'Disabled' : 'Enabled'
+    publicNetworkAccess: publicNetworkAccess
     networkAcls: {
-      defaultAction: privateOnly ? 'Deny' : 'Allow'
+      defaultAction: publicNetworkAccess == 'Enabled' ? 'Allow' : 'Deny'
     }
   }
 }
