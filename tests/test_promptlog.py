@@ -411,3 +411,14 @@ def test_the_admin_api_switches_the_log_per_subscription_and_deployment(stack: C
         with pytest.raises(BadRequest):
             s.server.run(admin.update(alice["id"], {"prompt_log": bad}))
     assert s.server.run(admin.update(alice["id"], {"prompt_log": False}))["prompt_log"] is False
+
+
+def test_the_cli_flag_sets_the_log_on_off_or_for_some_deployments() -> None:
+    from shared.admin.cli import _fields, _parser
+
+    def fields(value: str) -> object:
+        return _fields(_parser().parse_args(["update", "sub-1", "--prompt-log", value]))["prompt_log"]
+
+    assert fields("on") is True
+    assert fields("off") is False
+    assert fields("chat, other") == {"deployments": ["chat", "other"]}
