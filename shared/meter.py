@@ -35,6 +35,10 @@ class Ledger(Protocol):
     def add(self, record: RequestRecord) -> None: ...
 
 
+class Budgets(Protocol):
+    def charge(self, record: RequestRecord) -> None: ...
+
+
 class AuditLog(Protocol):
     def add(self, record: RequestRecord) -> None: ...
 
@@ -45,11 +49,14 @@ class Meter:
         limiter: Limiter,
         telemetry: Telemetry | None = None,
         ledger: Ledger | None = None,
+        *,
+        budgets: Budgets | None = None,
         audit: AuditLog | None = None,
     ) -> None:
         self.limiter = limiter
         self.telemetry = telemetry
         self.ledger = ledger
+        self.budgets = budgets
         self.audit = audit
 
     async def finish(self, record: RequestRecord, admission: Admission | None) -> None:
@@ -60,6 +67,8 @@ class Meter:
             self.telemetry.record(record)
         if self.ledger is not None and record.caller is not None:
             self.ledger.add(record)
+        if self.budgets is not None:
+            self.budgets.charge(record)
         if self.audit is not None and record.request_body is not None:
             self.audit.add(record)  # queued, never awaited: a full queue drops the record, not the request
         usage = record.usage or Usage()

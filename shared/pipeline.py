@@ -33,6 +33,7 @@ from shared.errors import (
 )
 from shared.gateway import Gateway
 from shared.limits.limiter import Admission
+from shared.limits.users import with_end_user
 from shared.logs import request_id_var
 from shared.meter import prompt_of
 from shared.models import GatewayRequest, GatewayResponse, Usage
@@ -59,7 +60,7 @@ def _usage_of(answer: dict[str, Any] | None) -> Usage | None:
     usage = answer.get("usage") if answer is not None else None
     if not isinstance(usage, dict):
         return None
-    return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+    return Usage.from_json(usage)
 
 
 def _attempts(tried: tuple[Attempt, ...]) -> list[tuple[str, str, float]]:
@@ -90,7 +91,7 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
         operation, deployment = api.route(request)
         record.operation = operation.value
         with trace.stage("auth"):
-            caller = await gw.authenticator.authenticate(request.headers)
+            caller = with_end_user(await gw.authenticator.authenticate(request.headers), request)
         record.caller = caller
         call = api.parse(request, operation, deployment, gw.settings.max_body_bytes)
         record.deployment, record.streamed = call.deployment, call.stream
@@ -106,6 +107,7 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
                 code="deployment_not_allowed",
             )
         with trace.stage("limits"):
+            await gw.budgets.check(caller)
             admission = await gw.limiter.admit(caller, call)
         with trace.stage("cache"):
             lookup = await gw.cache.lookup(caller, call, request.headers) if gw.cache is not None else None

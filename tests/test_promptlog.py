@@ -299,6 +299,7 @@ def test_unary_cached_streamed_and_failed_requests_are_recorded_on_blob_storage(
     assert unary["status"] == 200
     assert unary["subscription"].startswith("sub-")
     assert unary["identity"]["subscription_name"] == "alice"
+    assert unary["identity"]["auth_mode"] == "key"
     assert unary["deployment"] == "chat"
     assert unary["backend"] == "sim"
     assert unary["cache"] == "MISS"

@@ -87,7 +87,13 @@ class PromptLog:
         caller = record.caller
         fields: dict[str, Any] = {
             "subscription": caller.subscription_id if caller else None,
-            "identity": {"subscription_id": caller.subscription_id, "subscription_name": caller.subscription_name}
+            "identity": {
+                "subscription_id": caller.subscription_id,
+                "subscription_name": caller.subscription_name,
+                "auth_mode": caller.auth_mode.value,
+                "principal": caller.principal,  # the Entra object id, for token callers
+                "end_user": caller.end_user,
+            }
             if caller
             else None,
             "deployment": record.deployment,

@@ -159,6 +159,10 @@ class Totals:
                 backend, _, deployment = key.partition("|")
                 _count(sums, (backend, deployment, old.value, new.value), 1)
 
+    def add_budget_alert(self, subscription_id: str, subscription_name: str, threshold: int) -> None:
+        with self.lock:
+            _count(self.sums["gateway.budget.alerts"], (subscription_id, subscription_name, threshold), 1)
+
     def count(self, name: str, key: Key, amount: float = 1) -> None:
         """Add to one counter's time series (the audit log's and Content Safety's counts)."""
         with self.lock:

@@ -32,6 +32,7 @@ ATTEMPT_OUTCOME = "gateway.attempt.outcome"  # the backend's status code, or "ti
 BREAKER_FROM = "gateway.breaker.from"
 BREAKER_TO = "gateway.breaker.to"
 PROBE_OK = "gateway.probe.ok"
+BUDGET_THRESHOLD = "gateway.budget.threshold"  # percent of the budget a crossing alerted on
 PROMPT_LOG_RESULT = "gateway.promptlog.result"  # "written" | "dropped" | "failed"
 CONTENT_SAFETY_RESULT = "gateway.content_safety.result"  # "allowed" | "blocked" | "unavailable_open" | ...
 
@@ -137,6 +138,13 @@ OVERHEAD = MetricSpec(
     (DEPLOYMENT, OUTCOME, CACHE, STREAMED),
     OVERHEAD_BUCKETS,
 )
+BUDGET_ALERTS = MetricSpec(
+    "gateway.budget.alerts",
+    "counter",
+    "{alert}",
+    "Budget thresholds crossed (once per threshold and period across instances, counted where it was claimed).",
+    (*_CALLER, BUDGET_THRESHOLD),
+)
 
 PROMPT_LOG_RECORDS = MetricSpec(
     "gateway.promptlog.records",
@@ -165,6 +173,7 @@ METRICS: tuple[MetricSpec, ...] = (
     CACHE_LOOKUPS,
     TOKENS_SAVED,
     OVERHEAD,
+    BUDGET_ALERTS,
     PROMPT_LOG_RECORDS,
     CONTENT_SAFETY_CHECKS,
 )
