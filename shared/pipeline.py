@@ -1,4 +1,9 @@
-"""The order of the stages, and nothing else: auth -> limits -> cache -> route -> proxy/stream -> meter -> cache store.
+"""The order of the stages, and nothing else:
+auth -> limits -> cache lookup -> content safety -> route -> proxy/stream -> meter (audit log) -> cache store.
+
+Content safety runs after the cache lookup (a hit is an answer already given
+to a prompt that passed, and costs no Content Safety call) and before any
+backend is chosen, so a blocked prompt never reaches one.
 
 `handle` takes the gateway's own request and returns the gateway's own
 response; every failure becomes an OpenAI error envelope here, and every
@@ -18,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from shared import api
 from shared.errors import (
     BackendsThrottled,
+    ContentFiltered,
     Forbidden,
     GatewayError,
     NotFound,
@@ -34,6 +40,7 @@ from shared.logs import request_id_var
 from shared.meter import SentContent, prompt_of
 from shared.models import GatewayRequest, GatewayResponse, Usage
 from shared.outcomes import Outcome, RequestRecord
+from shared.promptlog.transcript import StreamTranscript
 from shared.proxy import Attempt, BackendCall, Exhausted, RelayedStream
 
 if TYPE_CHECKING:
@@ -63,6 +70,8 @@ def _attempts(tried: tuple[Attempt, ...]) -> list[tuple[str, str, float]]:
 
 
 def _outcome_of(exc: GatewayError) -> Outcome:
+    if isinstance(exc, ContentFiltered):
+        return Outcome.CONTENT_FILTERED
     if isinstance(exc, QuotaExceeded):
         return Outcome.QUOTA_EXCEEDED
     if isinstance(exc, RateLimited):
@@ -90,6 +99,8 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
         record.deployment, record.streamed = call.deployment, call.stream
         if gw.settings.log_prompts:
             record.prompt = prompt_of(call.body)
+        if caller.logs_prompts(call.deployment):
+            record.request_body = call.body  # the audit log's; masked and written off the request's path
         if not gw.router.knows(call.deployment):
             raise NotFound(f"The deployment '{call.deployment}' does not exist.", code="DeploymentNotFound")
         if not caller.may_use(call.deployment):
@@ -109,9 +120,14 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
             # Counted as a request (RPM) but settled with no tokens (TPM): nothing reached a backend.
             record.status, record.outcome = 200, Outcome.CACHE_HIT
             record.tokens_saved = lookup.tokens_saved
+            if record.request_body is not None and lookup.entry is not None:
+                record.completion = _answer(lookup.entry.response)
             record.seconds = time.perf_counter() - started
             await gw.meter.finish(record, admission)
             return gw.cache.respond(lookup, call, {**admission.headers, "x-request-id": request.request_id})
+        if gw.content_safety is not None and gw.content_safety.applies(caller.subscription_id, call.deployment):
+            with trace.stage("content_safety"):
+                await gw.content_safety.check(call.deployment, call.body)
         result = await gw.proxy.forward(
             BackendCall(
                 deployment=call.deployment,
@@ -133,6 +149,8 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
             raise result.error
     except GatewayError as exc:
         record.status, record.outcome, record.error = exc.status, _outcome_of(exc), exc.code
+        if record.request_body is not None:
+            record.completion = exc.envelope()
         record.seconds = time.perf_counter() - started
         await gw.meter.finish(record, admission)
         return error_response(exc, request.request_id, admission.headers if admission else None)
@@ -151,6 +169,8 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
         answer = _answer(result.body) if result.status == 200 else None
         record.usage = _usage_of(answer)
         record.outcome = Outcome.SUCCESS if result.status < 400 else Outcome.CLIENT_ERROR
+        if record.request_body is not None:
+            record.completion = answer or _answer(result.body) or result.body.decode(errors="replace")
         record.backend_seconds = result.backend_seconds
         record.seconds = time.perf_counter() - started
         await gw.meter.finish(record, admission)
@@ -159,10 +179,11 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
         return GatewayResponse(result.status, headers, result.body)
     headers["cache-control"] = "no-cache"
     recorder = gw.cache.recorder(lookup) if gw.cache is not None else None
+    transcript = StreamTranscript(gw.settings.prompt_log.max_record_bytes) if record.request_body is not None else None
     record.ready_seconds = time.perf_counter() - started  # the first event is here: the rest is the backend's pace
     record.backend_seconds = result.backend_seconds
     gw.stream_opened(result.stream)
-    stream = _metered(gw, result.stream, record, admission, started, recorder=recorder)
+    stream = _metered(gw, result.stream, record, admission, started, recorder=recorder, transcript=transcript)
     return GatewayResponse(200, headers, stream=stream)
 
 
@@ -174,6 +195,7 @@ async def _metered(
     started: float,
     *,
     recorder: StreamRecorder | None = None,
+    transcript: StreamTranscript | None = None,
 ) -> AsyncIterator[bytes]:
     finished = False
     sent = SentContent()
@@ -184,6 +206,8 @@ async def _metered(
                     recorder.feed(chunk)
                 yield chunk
                 sent.feed(chunk)  # after the yield: only what reached the caller
+                if transcript is not None:
+                    transcript.feed(chunk)  # after the caller has the chunk: the audit log never delays it
         finished = True
         if recorder is not None:
             ended = await stream.finish()
@@ -193,6 +217,8 @@ async def _metered(
         # Close and settle in a task the gateway owns: a disconnected client's task may be cancelled
         # again at any await, the backend connection must be closed all the same, and a gateway
         # shutting down waits for these before it flushes the ledger.
+        if transcript is not None:
+            record.completion = transcript.result()
         gw.spawn(_end_stream(gw, stream, record, admission, started, finished=finished, sent=sent))
 
 
