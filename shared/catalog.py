@@ -146,6 +146,23 @@ CATALOG: tuple[Setting, ...] = (
     ),
     Setting("GATEWAY_LOG_PROMPTS", "false", "Log prompt text (off: prompts never reach logs)."),
     Setting(
+        "GATEWAY_PROMPT_LOG",
+        "{}",
+        "JSON settings of the audit log of prompts and completions (container, queue_size, batch_records, "
+        "flush_seconds, max_record_bytes, redact, lookup_hours). Which requests are logged is per subscription.",
+    ),
+    Setting(
+        "GATEWAY_CONTENT_SAFETY",
+        None,
+        "JSON Content Safety stage (endpoint, auth, prompt_shields, categories, deployments, subscriptions, "
+        "on_unavailable, timeout_seconds, max_chunks). Off when unset. Schema in the README.",
+    ),
+    Setting(
+        "GATEWAY_STORAGE__blobServiceUri",
+        None,
+        "Blob service URI of the audit log in Azure (managed identity); locally GATEWAY_STORAGE's blob endpoint.",
+    ),
+    Setting(
         "GATEWAY_METRICS_ENDPOINT",
         "false",
         "Collect metrics in process and serve them as Prometheus text at GET /metrics (x-admin-key).",

@@ -11,15 +11,17 @@ import json
 import os
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
 from shared.cache.config import CacheConfig, parse_cache_config
 from shared.catalog import BY_NAME
+from shared.contentsafety.config import ContentSafetyConfig, parse_content_safety_config
 from shared.entra.config import EntraConfig, parse_entra_config
 from shared.errors import ConfigError
+from shared.promptlog.config import PromptLogConfig, parse_prompt_log_config
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
@@ -152,6 +154,9 @@ class Settings:
     service_name: str = "aoai-gateway"
     demo_key: str | None = None
     running_in_azure: bool = False
+    prompt_log: PromptLogConfig = field(default_factory=PromptLogConfig)
+    blob_service_uri: str | None = None  # the audit log's blob service in Azure (managed identity)
+    content_safety: ContentSafetyConfig | None = None
 
     @property
     def deployments(self) -> frozenset[str]:
@@ -467,6 +472,15 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         demo_key=r.raw("GATEWAY_DEMO_KEY"),
         # Azure App Service / Functions sets these on every instance it runs.
         running_in_azure=bool(env.get("WEBSITE_INSTANCE_ID") or env.get("WEBSITE_SITE_NAME")),
+    )
+    blob_uri = r.raw("GATEWAY_STORAGE__blobServiceUri")
+    if blob_uri is not None and not blob_uri.startswith("https://"):
+        r.problems.append("GATEWAY_STORAGE__blobServiceUri: must be an https:// URL")
+    settings = replace(
+        settings,
+        prompt_log=parse_prompt_log_config(r.json("GATEWAY_PROMPT_LOG"), r.problems),
+        blob_service_uri=blob_uri,
+        content_safety=parse_content_safety_config(r.json("GATEWAY_CONTENT_SAFETY"), env, deployments, r.problems),
     )
     if r.problems:
         raise ConfigError(r.problems)

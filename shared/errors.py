@@ -12,7 +12,8 @@ aiohttp in `shared.upstream`, azure-core in `shared.stores.tables` and
     GatewayException
      ├── GatewayError                  caller-visible, rendered by `error_response`
      │    ├── BadRequest               400  invalid_request_error
-     │    │    └── PayloadTooLarge     413
+     │    │    ├── PayloadTooLarge     413
+     │    │    └── ContentFiltered     400  content_filter (Content Safety blocked the prompt)
      │    ├── Unauthorized             401  (missing or wrong key)
      │    ├── Forbidden                403  (suspended, expired, deployment not allowed)
      │    │    └── QuotaExceeded       403  (period token quota spent)
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
 
 from shared.models import GatewayResponse
 
@@ -83,6 +85,22 @@ class PayloadTooLarge(BadRequest):
     status = 413
     code = "payload_too_large"
     should_retry = False
+
+
+class ContentFiltered(BadRequest):
+    """The prompt was blocked before any backend saw it; the envelope carries the verdict as Azure OpenAI does."""
+
+    code = "content_filter"
+
+    def __init__(self, message: str, result: Mapping[str, object]) -> None:
+        super().__init__(message, param="prompt")
+        self.result = dict(result)
+
+    def envelope(self) -> dict[str, dict[str, Any]]:  # the base envelope, with the verdict as innererror
+        error: dict[str, Any] = dict(super().envelope()["error"])
+        error["status"] = self.status
+        error["innererror"] = {"code": "ResponsibleAIPolicyViolation", "content_filter_result": self.result}
+        return {"error": error}
 
 
 class Unauthorized(GatewayError):

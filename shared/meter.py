@@ -108,6 +108,10 @@ class Budgets(Protocol):
     def charge(self, record: RequestRecord) -> None: ...
 
 
+class AuditLog(Protocol):
+    def add(self, record: RequestRecord) -> None: ...
+
+
 class Meter:
     def __init__(
         self,
@@ -117,12 +121,14 @@ class Meter:
         *,
         prices: Mapping[str, Mapping[str, float]] | None = None,
         budgets: Budgets | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.limiter = limiter
         self.telemetry = telemetry
         self.ledger = ledger
         self.abandoned = Abandoned(prices or {})
         self.budgets = budgets
+        self.audit = audit
 
     async def finish(self, record: RequestRecord, admission: Admission | None) -> None:
         if admission is not None and not record.prompt_estimate:
@@ -137,6 +143,8 @@ class Meter:
             self.ledger.add(record)
         if self.budgets is not None:
             self.budgets.charge(record)
+        if self.audit is not None and record.request_body is not None:
+            self.audit.add(record)  # queued, never awaited: a full queue drops the record, not the request
         usage = record.usage or Usage()
         log.info(
             "%s %s status=%d outcome=%s subscription=%s deployment=%s backend=%s attempts=%d "

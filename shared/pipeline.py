@@ -1,4 +1,9 @@
-"""The order of the stages, and nothing else: auth -> limits -> cache -> route -> proxy/stream -> meter -> cache store.
+"""The order of the stages, and nothing else:
+auth -> limits -> cache lookup -> content safety -> route -> proxy/stream -> meter (audit log) -> cache store.
+
+Content safety runs after the cache lookup (a hit is an answer already given
+to a prompt that passed, and costs no Content Safety call) and before any
+backend is chosen, so a blocked prompt never reaches one.
 
 `handle` takes the gateway's own request and returns the gateway's own
 response; every failure becomes an OpenAI error envelope here, and every
@@ -19,6 +24,7 @@ from shared import api, lateusage, surface
 from shared.affinity import Placement, created_id, place, produced_files
 from shared.errors import (
     BackendsThrottled,
+    ContentFiltered,
     Forbidden,
     GatewayError,
     NotFound,
@@ -37,6 +43,7 @@ from shared.logs import request_id_var
 from shared.meter import SentContent, prompt_of
 from shared.models import DEFAULT_API_VERSION, Caller, GatewayRequest, GatewayResponse, Operation, Usage
 from shared.outcomes import Outcome, RequestRecord
+from shared.promptlog.transcript import StreamTranscript
 from shared.proxy import Attempt, BackendCall, Exhausted, ProxyResult, RelayedStream
 from shared.routing import ACCOUNT
 from shared.surface import FILES_AND_BATCHES, FORWARD_QUERY, LISTS, METERED, Body, Relay, Route
@@ -70,6 +77,8 @@ def _attempts(tried: tuple[Attempt, ...]) -> list[tuple[str, str, float]]:
 
 
 def _outcome_of(exc: GatewayError) -> Outcome:
+    if isinstance(exc, ContentFiltered):
+        return Outcome.CONTENT_FILTERED
     if isinstance(exc, QuotaExceeded):
         return Outcome.QUOTA_EXCEEDED
     if isinstance(exc, RateLimited):
@@ -102,6 +111,8 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
         record.deployment, record.streamed = call.deployment or None, streamed
         if gw.settings.log_prompts and route.spec.body is Body.JSON:
             record.prompt = prompt_of(call.body)
+        if call.deployment and route.spec.body is Body.JSON and caller.logs_prompts(call.deployment):
+            record.request_body = call.body  # the audit log's; masked and written off the request's path
         if call.deployment:
             _check_deployment(gw, caller, call.deployment)
         elif caller.allowed_deployments and operation in FILES_AND_BATCHES:
@@ -130,9 +141,14 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
             # Counted as a request (RPM) but settled with no tokens (TPM): nothing reached a backend.
             record.status, record.outcome = 200, Outcome.CACHE_HIT
             record.tokens_saved = lookup.tokens_saved
+            if record.request_body is not None and lookup.entry is not None:
+                record.completion = _answer(lookup.entry.response)
             record.seconds = time.perf_counter() - started
             await gw.meter.finish(record, admission)
             return gw.cache.respond(lookup, call, {**admission.headers, "x-request-id": request.request_id})
+        if gw.content_safety is not None and gw.content_safety.applies(caller.subscription_id, call.deployment):
+            with trace.stage("content_safety"):
+                await gw.content_safety.check(call.deployment, call.body)
         chat_stream = call.stream and operation is Operation.CHAT
         result = await gw.proxy.forward(
             _backend_call(request, route, call, placement, streamed=streamed, chat_stream=chat_stream)
@@ -146,6 +162,8 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
             raise result.error
     except GatewayError as exc:
         record.status, record.outcome, record.error = exc.status, _outcome_of(exc), exc.code
+        if record.request_body is not None:
+            record.completion = exc.envelope()
         record.seconds = time.perf_counter() - started
         await gw.meter.finish(record, admission)
         return error_response(exc, request.request_id, admission.headers if admission else None)
@@ -169,6 +187,8 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
             await lateusage.claim_background(gw, caller, str(answer.get("id")), result.backend)
         await _remember(gw, caller, route=route, call=call, result=result, answer=answer)
         record.outcome = Outcome.SUCCESS if result.status < 400 else Outcome.CLIENT_ERROR
+        if record.request_body is not None:
+            record.completion = answer or _answer(result.body) or result.body.decode(errors="replace")
         record.backend_seconds = result.backend_seconds
         record.seconds = time.perf_counter() - started
         await gw.meter.finish(record, admission)
@@ -182,10 +202,11 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
         if call.body.get("background") is True:
             await lateusage.claim_background(gw, caller, result.stream.object_id, result.backend)
     recorder = gw.cache.recorder(lookup) if gw.cache is not None else None
+    transcript = StreamTranscript(gw.settings.prompt_log.max_record_bytes) if record.request_body is not None else None
     record.ready_seconds = time.perf_counter() - started  # the first event is here: the rest is the backend's pace
     record.backend_seconds = result.backend_seconds
     gw.stream_opened(result.stream)
-    stream = _metered(gw, result.stream, record, admission, started, recorder=recorder)
+    stream = _metered(gw, result.stream, record, admission, started, recorder=recorder, transcript=transcript)
     return GatewayResponse(200, headers, stream=stream)
 
 
@@ -344,6 +365,7 @@ async def _metered(
     started: float,
     *,
     recorder: StreamRecorder | None = None,
+    transcript: StreamTranscript | None = None,
 ) -> AsyncIterator[bytes]:
     finished = False
     sent = SentContent()
@@ -355,6 +377,8 @@ async def _metered(
                 yield chunk
                 if not stream.binary:
                     sent.feed(chunk)  # after the yield: only what reached the caller
+                    if transcript is not None:
+                        transcript.feed(chunk)  # after the caller has the chunk: the audit log never delays it
         finished = True
         if recorder is not None:
             ended = await stream.finish()
@@ -364,6 +388,8 @@ async def _metered(
         # Close and settle in a task the gateway owns: a disconnected client's task may be cancelled
         # again at any await, the backend connection must be closed all the same, and a gateway
         # shutting down waits for these before it flushes the ledger.
+        if transcript is not None:
+            record.completion = transcript.result()
         gw.spawn(_end_stream(gw, stream, record, admission, started, finished=finished, sent=sent))
 
 

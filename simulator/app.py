@@ -25,6 +25,7 @@ from simulator import chat, errors
 from simulator.batches import BatchesApi
 from simulator.completions import CompletionsApi
 from simulator.config import Latency, SimulatorConfig
+from simulator.contentsafety import add_content_safety_routes
 from simulator.control import add_control_routes
 from simulator.faults import NO_FAULT, FaultInjector, Faults, Plan
 from simulator.files import FilesApi
@@ -442,6 +443,7 @@ def create_app(
     for method, path, handler in sim.routes():
         app.router.add_route(method, path, handler)
     add_control_routes(app, sim)
+    add_content_safety_routes(app, config.api_key)
     app.router.add_route("*", "/{tail:.*}", sim.not_found)
     region = config.region
 

@@ -168,6 +168,11 @@ class Totals:
         with self.lock:
             _count(self.sums["gateway.budget.alerts"], (subscription_id, subscription_name, threshold), 1)
 
+    def count(self, name: str, key: Key, amount: float = 1) -> None:
+        """Add to one counter's time series (the audit log's and Content Safety's counts)."""
+        with self.lock:
+            _count(self.sums[name], key, amount)
+
     def snapshot(self, *, reset_interval: bool = False) -> Snapshot:
         with self.lock:
             sums = {name: dict(points) for name, points in self.sums.items()}

@@ -33,6 +33,8 @@ BREAKER_FROM = "gateway.breaker.from"
 BREAKER_TO = "gateway.breaker.to"
 PROBE_OK = "gateway.probe.ok"
 BUDGET_THRESHOLD = "gateway.budget.threshold"  # percent of the budget a crossing alerted on
+PROMPT_LOG_RESULT = "gateway.promptlog.result"  # "written" | "dropped" | "failed"
+CONTENT_SAFETY_RESULT = "gateway.content_safety.result"  # "allowed" | "blocked" | "unavailable_open" | ...
 
 PROVIDER_NAME = "azure.ai.openai"
 # The semantic conventions' names; a Responses API call is a chat turn to them, a legacy completion a text_completion.
@@ -87,7 +89,8 @@ REQUESTS = MetricSpec(
     "gateway.requests",
     "counter",
     "{request}",
-    "Requests by outcome: success, cache_hit, client_error, unauthorized, throttled, quota_exceeded, backend_error.",
+    "Requests by outcome: success, cache_hit, client_error, unauthorized, throttled, quota_exceeded, backend_error, "
+    "content_filtered.",
     (OUTCOME, STATUS, *_CALLER, *_WHERE),
 )
 ATTEMPTS = MetricSpec(
@@ -163,6 +166,22 @@ BUDGET_ALERTS = MetricSpec(
     (*_CALLER, BUDGET_THRESHOLD),
 )
 
+PROMPT_LOG_RECORDS = MetricSpec(
+    "gateway.promptlog.records",
+    "counter",
+    "{record}",
+    "Audit-log records by result: written to storage, dropped (queue full), failed (storage refused the batch).",
+    (PROMPT_LOG_RESULT,),
+)
+CONTENT_SAFETY_CHECKS = MetricSpec(
+    "gateway.content_safety.checks",
+    "counter",
+    "{check}",
+    "Content Safety checks by result: allowed, blocked, or the service unavailable and the request let through "
+    "(unavailable_open) or refused (unavailable_closed).",
+    (CONTENT_SAFETY_RESULT, DEPLOYMENT),
+)
+
 METRICS: tuple[MetricSpec, ...] = (
     TOKEN_USAGE,
     OPERATION_DURATION,
@@ -177,6 +196,8 @@ METRICS: tuple[MetricSpec, ...] = (
     TOKENS_SAVED,
     OVERHEAD,
     BUDGET_ALERTS,
+    PROMPT_LOG_RECORDS,
+    CONTENT_SAFETY_CHECKS,
 )
 # Attributes of the request span that the operators' workbook reads (Application Insights `requests`).
 SPAN_OVERHEAD_MS = "gateway.overhead_ms"
