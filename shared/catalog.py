@@ -26,6 +26,12 @@ CATALOG: tuple[Setting, ...] = (
         "Key for the admin API (header x-admin-key). Admin routes are off when unset.",
     ),
     Setting("GATEWAY_MAX_BODY_BYTES", "4194304", "Largest request body accepted; larger answers 413."),
+    Setting(
+        "GATEWAY_BODY_LIMITS",
+        "{}",
+        'JSON per-operation body limits in bytes, over the defaults {"chat/completions": 1048576, "embeddings": '
+        "1048576}; each at most GATEWAY_MAX_BODY_BYTES. Larger answers 413 before anything is forwarded.",
+    ),
     Setting("GATEWAY_MAX_ATTEMPTS", "3", "Backend attempts per request, failovers included."),
     Setting(
         "GATEWAY_DEFAULT_THROTTLE_SECONDS",
@@ -47,6 +53,17 @@ CATALOG: tuple[Setting, ...] = (
     Setting("GATEWAY_STORAGE__clientId", None, "Client id of the user-assigned identity for Table Storage."),
     Setting("GATEWAY_TABLE_PREFIX", "gw", "Prefix of the gateway's table names."),
     Setting("GATEWAY_KEY_CACHE_SECONDS", "10", "How long a subscription lookup is cached per instance."),
+    Setting(
+        "GATEWAY_KEY_STALE_SECONDS",
+        "300",
+        "How long past GATEWAY_KEY_CACHE_SECONDS a cached key lookup is still served while it is refreshed in the "
+        "background, so slow storage never delays a request for a known key.",
+    ),
+    Setting(
+        "GATEWAY_STORAGE_TIMEOUT_SECONDS",
+        "2",
+        "Longest wait for one Table Storage call (retries included); then the call counts as storage unavailable.",
+    ),
     Setting(
         "GATEWAY_DEFAULT_COMPLETION_TOKENS",
         "1024",
@@ -86,6 +103,11 @@ CATALOG: tuple[Setting, ...] = (
     Setting("GATEWAY_COSMOS_CONTAINER", "semcache", "Cosmos DB container of the cache."),
     Setting("GATEWAY_PRICES", "{}", "JSON price table: deployment -> {input, output} per 1,000 tokens."),
     Setting("GATEWAY_LEDGER_FLUSH_SECONDS", "10", "How often usage ledger rows are written."),
+    Setting(
+        "GATEWAY_LOG_FORMAT",
+        "auto",
+        "`json` (one JSON object per log line), `text`, or `auto`: JSON in Azure, text locally.",
+    ),
     Setting("GATEWAY_LOG_PROMPTS", "false", "Log prompt text (off: prompts never reach logs)."),
     Setting(
         "GATEWAY_METRICS_ENDPOINT",

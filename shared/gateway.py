@@ -57,7 +57,12 @@ class Gateway:
         self._background: set[asyncio.Task[None]] = set()
         self._open_streams: set[RelayedStream] = set()
         self.stores = stores or build_stores(settings, session=self.session)
-        self.authenticator = Authenticator(self.stores.subscriptions, clock, cache_seconds=settings.key_cache_seconds)
+        self.authenticator = Authenticator(
+            self.stores.subscriptions,
+            clock,
+            cache_seconds=settings.key_cache_seconds,
+            stale_seconds=settings.key_stale_seconds,
+        )
         self.breakers = BreakerBoard(
             settings.breaker,
             self.stores.backends,
@@ -151,6 +156,7 @@ class Gateway:
     async def close(self) -> None:
         await self.drain()  # streams cut by the shutdown are metered before the ledger's last write
         await self.ledger.close()  # before the session and stores it writes through
+        await self.authenticator.close()
         await asyncio.to_thread(self.telemetry.shutdown)  # the last export blocks on HTTP
         if self.cache is not None:
             await self.cache.close()

@@ -22,12 +22,14 @@ from shared.errors import (
     NotFound,
     QuotaExceeded,
     RateLimited,
+    StoreUnavailable,
     Unauthorized,
     error_response,
+    storage_unavailable,
 )
 from shared.gateway import Gateway
 from shared.limits.limiter import Admission
-from shared.logs import request_id_var
+from shared.logs import clip, request_id_var
 from shared.meter import prompt_of
 from shared.models import GatewayRequest, GatewayResponse, Usage
 from shared.outcomes import Outcome, RequestRecord
@@ -83,15 +85,15 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
         with trace.stage("auth"):
             caller = await gw.authenticator.authenticate(request.headers)
         record.caller = caller
-        call = api.parse(request, operation, deployment, gw.settings.max_body_bytes)
+        call = api.parse(request, operation, deployment, gw.settings.body_limit(operation))
         record.deployment, record.streamed = call.deployment, call.stream
         if gw.settings.log_prompts:
             record.prompt = prompt_of(call.body)
         if not gw.router.knows(call.deployment):
-            raise NotFound(f"The deployment '{call.deployment}' does not exist.", code="DeploymentNotFound")
+            raise NotFound(f"The deployment '{clip(call.deployment)}' does not exist.", code="DeploymentNotFound")
         if not caller.may_use(call.deployment):
             raise Forbidden(
-                f"This subscription may not use the deployment '{call.deployment}'.",
+                f"This subscription may not use the deployment '{clip(call.deployment)}'.",
                 code="deployment_not_allowed",
             )
         with trace.stage("limits"):
@@ -123,10 +125,15 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
         if isinstance(result, Exhausted):
             raise result.error
     except GatewayError as exc:
-        record.status, record.outcome, record.error = exc.status, _outcome_of(exc), exc.code
-        record.seconds = time.perf_counter() - started
-        await gw.meter.finish(record, admission)
-        return error_response(exc, request.request_id, admission.headers if admission else None)
+        return await _failed(gw, exc, record, admission, started)
+    except StoreUnavailable as exc:
+        return await _failed(gw, storage_unavailable(exc), record, admission, started)
+    except Exception:
+        # A bug, not a caller's error: still answered in the envelope and, above all, metered, so the
+        # reservation taken for this request is given back rather than held until the window ends.
+        log.exception("unhandled error in the pipeline")
+        error = GatewayError("The gateway failed to handle this request.")
+        return await _failed(gw, error, record, admission, started)
 
     record.backend, record.region = result.backend, result.region
     record.status = result.status
@@ -139,15 +146,18 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
     if lookup is not None:
         headers.update(lookup.headers)
     if result.stream is None:
-        answer = _answer(result.body) if result.status == 200 else None
+        body = result.body
+        if result.status >= 400:
+            body = upstream_error_body(result.status, body, headers)
+        answer = _answer(body) if result.status == 200 else None
         record.usage = _usage_of(answer)
         record.outcome = Outcome.SUCCESS if result.status < 400 else Outcome.CLIENT_ERROR
         record.backend_seconds = result.backend_seconds
         record.seconds = time.perf_counter() - started
         await gw.meter.finish(record, admission)
         if gw.cache is not None and lookup is not None:
-            gw.cache.save(lookup, result.status, result.body, answer)
-        return GatewayResponse(result.status, headers, result.body)
+            gw.cache.save(lookup, result.status, body, answer)
+        return GatewayResponse(result.status, headers, body)
     headers["cache-control"] = "no-cache"
     recorder = gw.cache.recorder(lookup) if gw.cache is not None else None
     record.ready_seconds = time.perf_counter() - started  # the first event is here: the rest is the backend's pace
@@ -155,6 +165,38 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
     gw.stream_opened(result.stream)
     stream = _metered(gw, result.stream, record, admission, started, recorder=recorder)
     return GatewayResponse(200, headers, stream=stream)
+
+
+async def _failed(
+    gw: Gateway,
+    exc: GatewayError,
+    record: RequestRecord,
+    admission: Admission | None,
+    started: float,
+) -> GatewayResponse:
+    record.status, record.outcome, record.error = exc.status, _outcome_of(exc), exc.code
+    record.seconds = time.perf_counter() - started
+    await gw.meter.finish(record, admission)
+    return error_response(exc, record.request_id, admission.headers if admission else None)
+
+
+def upstream_error_body(status: int, body: bytes, headers: dict[str, str]) -> bytes:
+    """A backend's error as the caller sees it: its own envelope when it sent one, else ours with its status.
+
+    Backends (and the proxies in front of them) answer some errors in plain text or HTML (a 413 from a
+    front door, a 502 from a load balancer); a caller's SDK expects the envelope on every error.
+    """
+    answer = _answer(body)
+    if answer is not None and isinstance(answer.get("error"), dict):
+        return body
+    for name in [n for n in headers if n.lower() in ("content-type", "content-length", "content-encoding")]:
+        del headers[name]
+    headers["content-type"] = "application/json"
+    text = body.decode("utf-8", errors="replace").strip()
+    message = f"The backend answered {status}" + (f": {clip(text)}" if text else ".")
+    error = GatewayError(message, code=f"backend_{status}")
+    error.type = "invalid_request_error" if status < 500 else "server_error"
+    return error.body()
 
 
 async def _metered(

@@ -18,10 +18,12 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from shared import jsonbody
 from shared.admin.access import require_admin
 from shared.admin.backends import backends_report, stats_report
 from shared.admin.subscriptions import SubscriptionAdmin
-from shared.errors import BadRequest, MethodNotAllowed, NotFound
+from shared.errors import MethodNotAllowed, NotFound
+from shared.logs import clip
 from shared.models import GatewayRequest, GatewayResponse
 
 if TYPE_CHECKING:
@@ -37,13 +39,7 @@ def _json(status: int, payload: Any, request_id: str) -> GatewayResponse:
 def _body(request: GatewayRequest) -> dict[str, Any]:
     if not request.body:
         return {}
-    try:
-        body = json.loads(request.body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadRequest("The request body is not valid JSON.", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise BadRequest("The request body must be a JSON object.", code="invalid_json")
-    return body
+    return jsonbody.load_object(request.body)
 
 
 async def handle(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
@@ -56,7 +52,7 @@ async def handle(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
             return _json(201, await service.create(_body(request)), rid)
         if method == "GET":
             return _json(200, {"data": await service.list()}, rid)
-        raise MethodNotAllowed(f"{method} is not supported here.", headers={"Allow": "GET, POST"})
+        raise MethodNotAllowed(f"{clip(method, 20)} is not supported here.", headers={"Allow": "GET, POST"})
     if len(parts) == 2 and parts[0] == "subscriptions":
         if method == "GET":
             return _json(200, await service.show(parts[1]), rid)
@@ -68,20 +64,20 @@ async def handle(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
             await service.delete(parts[1])
             gateway.authenticator.forget()
             return GatewayResponse(204, {"x-request-id": rid})
-        raise MethodNotAllowed(f"{method} is not supported here.", headers={"Allow": "GET, PATCH, DELETE"})
+        raise MethodNotAllowed(f"{clip(method, 20)} is not supported here.", headers={"Allow": "GET, PATCH, DELETE"})
     if len(parts) == 3 and parts[0] == "subscriptions" and parts[2] == "regenerate":
         if method != "POST":
-            raise MethodNotAllowed(f"{method} is not supported here.", headers={"Allow": "POST"})
+            raise MethodNotAllowed(f"{clip(method, 20)} is not supported here.", headers={"Allow": "POST"})
         which = _body(request).get("key", "primary")
         result = await service.regenerate(parts[1], str(which))
         gateway.authenticator.forget()
         return _json(200, result, rid)
     if parts == ["backends"]:
         if method != "GET":
-            raise MethodNotAllowed(f"{method} is not supported here.", headers={"Allow": "GET"})
+            raise MethodNotAllowed(f"{clip(method, 20)} is not supported here.", headers={"Allow": "GET"})
         return _json(200, await backends_report(gateway), rid)
     if parts == ["stats"]:
         if method != "GET":
-            raise MethodNotAllowed(f"{method} is not supported here.", headers={"Allow": "GET"})
+            raise MethodNotAllowed(f"{clip(method, 20)} is not supported here.", headers={"Allow": "GET"})
         return _json(200, stats_report(gateway), rid)
-    raise NotFound(f"No such admin route: {method} {request.path}", code="route_not_found")
+    raise NotFound(f"No such admin route: {clip(method, 20)} {clip(request.path)}", code="route_not_found")
