@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from shared.limits.limiter import Admission, Limiter
+from shared.logs import clip
 from shared.models import Usage
 from shared.outcomes import RequestRecord
 
@@ -58,7 +59,7 @@ class Meter:
             record.status,
             record.outcome.value,
             record.caller.subscription_id if record.caller else "-",
-            record.deployment or "-",
+            clip(record.deployment or "-"),
             record.backend or "-",
             len(record.attempts),
             usage.prompt_tokens,
