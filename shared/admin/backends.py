@@ -63,6 +63,9 @@ def stats_report(gateway: Gateway) -> dict[str, Any]:
         "instance": gateway.instance_id,
         "storage": gateway.stores.stats(),
         "limits": gateway.limiter.stats(),
-        "auth": {"stale_answers": gateway.authenticator.stale_answers},
+        "auth": {
+            "stale_answers": gateway.authenticator.stale_answers,
+            "refreshes": gateway.authenticator.refreshes,
+        },
         "breakers": {"shared": gateway.breakers.store_healthy},
     }
