@@ -220,7 +220,10 @@ class LocalHost:
         # stand-in answers them in the envelope instead (405 when the path exists), so local callers and the
         # fuzz suite see one error shape; README "Local host" says what differs in Azure.
         status, code = (405, "method_not_allowed") if allowed else (404, "route_not_found")
-        headers = {"content-type": "application/json"}
+        from shared.logs import request_id_from  # noqa: PLC0415
+
+        request_headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = {"content-type": "application/json", "x-request-id": request_id_from(request_headers)}
         if allowed:
             headers["allow"] = ", ".join(sorted(allowed))
         message = f"{_clip(method, 20)} {_clip(path)} is not served here."
