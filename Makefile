@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: run test lint typecheck unit infra-scan bench deps lock clean
+.PHONY: run test lint typecheck unit infra-scan bench deps lock browser clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,17 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $(NODE_STAMP)
 
-deps: $(STAMP) $(NODE_STAMP)
+# The browser tests drive Debian's Chromium through its chromedriver (Selenium never downloads one).
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	else \
+		echo "chromium and chromedriver are missing (as root: apt-get install chromium chromium-driver);" \
+			"the browser tests will be skipped"; \
+	fi
+
+deps: $(STAMP) $(NODE_STAMP) browser
 
 run: $(STAMP)
 	$(PY) -m local.run

@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ADMIN_KEY = "fuzz-admin-key-0123456789"
 DEPLOYMENTS = ("chat", "embed")
 DOCUMENTED_5XX = frozenset({502, 503, 504})
+_PAGES = ("/chat", "/dashboard")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE", "PROPFIND")
 
 
@@ -205,6 +206,7 @@ _query_values = {
     "group_by": st.one_of(st.sampled_from(["subscription", "deployment", "backend"]), st.text(max_size=10)),
     "subscription": st.text(max_size=30),
     "period": st.one_of(st.sampled_from(["hourly", "daily", "weekly", "monthly"]), st.text(max_size=10)),
+    "limit": st.one_of(st.integers(min_value=-5, max_value=10**20).map(str), st.text(max_size=10)),
 }
 
 
@@ -340,6 +342,9 @@ def problems(request: FuzzRequest, answer: Answer) -> list[str]:
         return found
     if media.startswith("text/plain") and request.path.startswith("/metrics") and answer.status == 200:
         return found
+    route = request.path.split("?", 1)[0]
+    if answer.status < 400 and (route == "/" or route.startswith(_PAGES)):
+        return found  # the browser pages: HTML, scripts, styles, and the redirect to them
     try:
         payload = json.loads(answer.body)
     except ValueError:

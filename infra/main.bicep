@@ -96,6 +96,25 @@ param instanceMemoryMB int = 2048
 @allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_GZRS'])
 param storageSkuName string = 'Standard_LRS'
 
+// Entra ID callers and admins (README, "Entra ID"): off while entraTenantId is empty.
+@description('Directory (tenant) id whose tokens the gateway accepts. Empty: Entra ID off, keys only.')
+param entraTenantId string = ''
+@description('The gateway app registration\'s Application ID URI, e.g. api://aoai-gateway: the audience of v1 tokens.')
+param gatewayAppIdUri string = ''
+@description('The gateway app registration\'s client (application) id: the audience of v2 tokens.')
+param gatewayAppClientId string = ''
+@description('App role that may use the whole admin API.')
+param entraAdminRole string = 'Gateway.Admin'
+@description('App role that may use the admin API\'s read-only views.')
+param entraReaderRole string = 'Gateway.Reader'
+@description('Comma-separated app roles or scopes a calling app\'s token needs one of; empty: none.')
+param entraRequiredRoles string = ''
+@description('Sovereign clouds: the signing keys URL and the issuers (comma-separated); empty: the public cloud\'s.')
+param entraJwksUrl string = ''
+param entraIssuers string = ''
+@description('false: the shared admin key is refused; only tokens with the admin or reader role reach the admin API.')
+param adminKeyEnabled bool = true
+
 var abbrs = loadJsonContent('./abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
@@ -299,7 +318,18 @@ var gatewayBaseSettings = {
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD;ClientId=${identity.outputs.clientId}'
 }
 var cacheSetting = cacheEnabled ? { GATEWAY_CACHE: string(cacheConfig) } : {}
-var gatewaySettings = union(gatewayBaseSettings, cacheSetting)
+var entraAudience = empty(gatewayAppClientId) ? gatewayAppIdUri : (empty(gatewayAppIdUri) ? gatewayAppClientId : '${gatewayAppIdUri},${gatewayAppClientId}')
+var entraSettings = empty(entraTenantId) ? { GATEWAY_ADMIN_KEY_ENABLED: 'true' } : {
+  GATEWAY_ENTRA_TENANT_ID: entraTenantId
+  GATEWAY_ENTRA_AUDIENCE: entraAudience
+  GATEWAY_ENTRA_ADMIN_ROLE: entraAdminRole
+  GATEWAY_ENTRA_READER_ROLE: entraReaderRole
+  GATEWAY_ENTRA_REQUIRED_ROLES: entraRequiredRoles
+  GATEWAY_ENTRA_JWKS_URL: entraJwksUrl
+  GATEWAY_ENTRA_ISSUER: entraIssuers
+  GATEWAY_ADMIN_KEY_ENABLED: adminKeyEnabled ? 'true' : 'false'
+}
+var gatewaySettings = union(gatewayBaseSettings, cacheSetting, entraSettings)
 
 module api './app/api.bicep' = {
   name: 'api'

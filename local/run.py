@@ -16,6 +16,7 @@ import secrets
 import signal
 import subprocess
 import sys
+from urllib.parse import quote
 
 from devtools.ports import NotListening, free_port, wait_for_port, wait_for_url
 from local.host import ROOT, load_local_settings
@@ -105,6 +106,10 @@ def banner(url: str, key: str, admin_key: str, simulated: bool) -> str:
         f"\nGateway: {url}  ({backends})\n"
         f"Subscription key: {key}\n"
         f"Admin key (x-admin-key, {url}/gateway/admin/...): {admin_key}\n\n"
+        # In the fragment: the browser keeps it to itself (never sent, never logged); the page stores it and
+        # removes it from the address bar.
+        f"Chat in the browser: {url}/chat/#key={quote(key, safe='')}\n"
+        f"Operations dashboard: {url}/dashboard/#key={quote(admin_key, safe='')}\n\n"
         f"Try it with curl:\n{curl}\n\nOr with Python (pip install openai):\n{python}\n"
     )
 

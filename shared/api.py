@@ -2,6 +2,8 @@
 
 Azure shape: `/openai/deployments/{deployment}/chat/completions|embeddings?api-version=...`.
 OpenAI shape: `/openai/v1/...` and `/v1/...`, the deployment taken from `model`.
+The model list (`/v1/models`, `/openai/v1/models`, `/openai/models`, and `.../models/{id}`)
+is the gateway's own answer (`shared.deployments`), not a call to a backend.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ _API_VERSION = re.compile(r"^[0-9a-zA-Z.-]{1,40}$")
 MAX_DEPLOYMENT_CHARS = 256  # Azure allows 64; the rest is room, not a promise
 MAX_TOKENS = 2**31 - 1  # what the backends take as an int32
 MAX_N = 128
+_MODELS_PATH = re.compile(r"^/(?:openai/v1|openai|v1)/models(?:/(?P<model>[^/]+))?/?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,25 @@ class ApiCall:
     @property
     def stream(self) -> bool:
         return self.operation is Operation.CHAT and self.body.get("stream") is True
+
+
+@dataclass(frozen=True, slots=True)
+class ModelsCall:
+    """A request for the model list (`model` None) or for one model."""
+
+    model: str | None
+
+
+def models_route(request: GatewayRequest) -> ModelsCall | None:
+    """The model-list operation a path names, or None when the path is not one of its shapes."""
+    match = _MODELS_PATH.match(request.path)
+    if not match:
+        return None
+    if request.method not in ("GET", "HEAD"):
+        raise MethodNotAllowed(
+            f"{clip(request.method, 20)} is not supported on {clip(request.path)}; use GET.", headers={"Allow": "GET"}
+        )
+    return ModelsCall(match.group("model"))
 
 
 def route(request: GatewayRequest) -> tuple[Operation, str | None]:

@@ -23,10 +23,12 @@ import logging
 import math
 import secrets
 from collections.abc import Mapping
+from typing import Protocol
 
 from shared.clock import Clock
+from shared.entra.tokens import looks_like_jwt
 from shared.errors import Forbidden, ServiceUnavailable, StoreUnavailable, Unauthorized, retry_after_headers
-from shared.models import Caller, Subscription, SubscriptionState
+from shared.models import AuthMode, Caller, Subscription, SubscriptionState, caller_for
 from shared.stores.protocols import SubscriptionStore
 
 log = logging.getLogger("gateway.auth")
@@ -59,6 +61,29 @@ def key_from_headers(headers: Mapping[str, str]) -> str | None:
     return key or None
 
 
+def bearer_of(headers: Mapping[str, str]) -> str | None:
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def check_usable(subscription: Subscription, now: float) -> None:
+    """403 for a subscription that exists but may not be used now, whichever way the caller proved it."""
+    if subscription.state is not SubscriptionState.ACTIVE:
+        raise Forbidden("This subscription is suspended.", code="subscription_suspended")
+    # A non-finite expiry (stored before expiries were checked) never lets a key through by accident.
+    expires_at = subscription.expires_at
+    if expires_at is not None and (not math.isfinite(expires_at) or now >= expires_at):
+        raise Forbidden("This subscription has expired.", code="subscription_expired")
+
+
+class TokenCallers(Protocol):
+    """Entra ID bearer tokens to callers (`shared.entra.callers`), when Entra is configured."""
+
+    async def authenticate(self, token: str) -> Caller: ...
+
+    def forget(self) -> None: ...
+
+
 class Authenticator:
     """Keys to callers, through a per-instance cache that never makes a known key wait on storage.
 
@@ -69,10 +94,17 @@ class Authenticator:
     """
 
     def __init__(
-        self, store: SubscriptionStore, clock: Clock, *, cache_seconds: float, stale_seconds: float = 300.0
+        self,
+        store: SubscriptionStore,
+        clock: Clock,
+        *,
+        cache_seconds: float,
+        stale_seconds: float = 300.0,
+        tokens: TokenCallers | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
+        self.tokens = tokens
         self._cache_seconds = cache_seconds
         self._stale_seconds = stale_seconds
         # key hash -> (answer, fresh until, served until)
@@ -84,6 +116,10 @@ class Authenticator:
         self._store_down = False
 
     async def authenticate(self, headers: Mapping[str, str]) -> Caller:
+        if self.tokens is not None and "api-key" not in headers and "ocp-apim-subscription-key" not in headers:
+            bearer = bearer_of(headers)
+            if bearer is not None and looks_like_jwt(bearer):  # a key never has a JWT's shape
+                return await self.tokens.authenticate(bearer)
         key = key_from_headers(headers)
         if key is None:
             raise Unauthorized(
@@ -99,19 +135,12 @@ class Authenticator:
             or hmac.compare_digest(key_hash, subscription.secondary_key_hash)
         ):
             raise Unauthorized("Access denied: invalid subscription key.")
-        if subscription.state is not SubscriptionState.ACTIVE:
-            raise Forbidden("This subscription is suspended.", code="subscription_suspended")
-        # A non-finite expiry (stored before expiries were checked) never lets a key through by accident.
-        expires_at = subscription.expires_at
-        if expires_at is not None and (not math.isfinite(expires_at) or self._clock.now() >= expires_at):
-            raise Forbidden("This subscription has expired.", code="subscription_expired")
-        return Caller(
-            subscription_id=subscription.id,
-            subscription_name=subscription.name,
-            limits=subscription.limits,
-            allowed_deployments=subscription.allowed_deployments,
-            cache_opt_out=subscription.cache_opt_out,
-        )
+        check_usable(subscription, self._clock.now())
+        if AuthMode.KEY not in subscription.auth_modes:
+            raise Forbidden(
+                "This subscription does not accept keys; call with an Entra ID token.", code="key_auth_disabled"
+            )
+        return caller_for(subscription)
 
     async def _lookup(self, key_hash: str) -> Subscription | None:
         now = self._clock.now()
@@ -193,3 +222,5 @@ class Authenticator:
     def forget(self) -> None:
         """Drop cached lookups (after an admin change on this instance)."""
         self._cache.clear()
+        if self.tokens is not None:
+            self.tokens.forget()

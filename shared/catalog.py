@@ -25,6 +25,38 @@ CATALOG: tuple[Setting, ...] = (
         None,
         "Key for the admin API (header x-admin-key). Admin routes are off when unset.",
     ),
+    Setting(
+        "GATEWAY_ADMIN_KEY_ENABLED",
+        "true",
+        "false: the admin key is refused; only Entra tokens with the admin or reader app role reach the admin API.",
+    ),
+    Setting(
+        "GATEWAY_ENTRA_TENANT_ID",
+        None,
+        "Entra directory (tenant) id. Set: callers may present Entra ID tokens, and admins app-role tokens.",
+    ),
+    Setting(
+        "GATEWAY_ENTRA_AUDIENCE",
+        None,
+        "The gateway's app ID URI (api://...) and/or client id, comma-separated: a token's aud must be one.",
+    ),
+    Setting(
+        "GATEWAY_ENTRA_JWKS_URL",
+        None,
+        "Signing keys URL. Default https://login.microsoftonline.com/<tenant>/discovery/v2.0/keys.",
+    ),
+    Setting(
+        "GATEWAY_ENTRA_ISSUER",
+        None,
+        "Accepted issuers, comma-separated (sovereign clouds). Default: the tenant's v1 and v2 issuers.",
+    ),
+    Setting(
+        "GATEWAY_ENTRA_REQUIRED_ROLES",
+        None,
+        "App roles or scopes a caller's token needs one of, comma-separated. Unset: none required.",
+    ),
+    Setting("GATEWAY_ENTRA_ADMIN_ROLE", "Gateway.Admin", "App role that may use the whole admin API."),
+    Setting("GATEWAY_ENTRA_READER_ROLE", "Gateway.Reader", "App role that may use the admin API's GET views."),
     Setting("GATEWAY_MAX_BODY_BYTES", "4194304", "Largest request body accepted; larger answers 413."),
     Setting(
         "GATEWAY_BODY_LIMITS",
@@ -101,12 +133,31 @@ CATALOG: tuple[Setting, ...] = (
     ),
     Setting("GATEWAY_COSMOS_DATABASE", "gateway", "Cosmos DB database of the cache."),
     Setting("GATEWAY_COSMOS_CONTAINER", "semcache", "Cosmos DB container of the cache."),
-    Setting("GATEWAY_PRICES", "{}", "JSON price table: deployment -> {input, output} per 1,000 tokens."),
+    Setting(
+        "GATEWAY_PRICES",
+        "{}",
+        "JSON price table: deployment -> {input, output, cached_input (optional)} per 1,000 tokens.",
+    ),
     Setting("GATEWAY_LEDGER_FLUSH_SECONDS", "10", "How often usage ledger rows are written."),
     Setting(
         "GATEWAY_LOG_FORMAT",
         "auto",
         "`json` (one JSON object per log line), `text`, or `auto`: JSON in Azure, text locally.",
+    ),
+    Setting(
+        "GATEWAY_BUDGET_SYNC_SECONDS",
+        "5",
+        "How often an instance adds its spend to a subscription's shared budget record (and reads everyone's).",
+    ),
+    Setting(
+        "GATEWAY_BUDGET_WEBHOOK_URL",
+        "",
+        "Budget alerts are also POSTed here (JSON, signed with HMAC-SHA256, retried). Empty: log and metric only.",
+    ),
+    Setting(
+        "GATEWAY_BUDGET_WEBHOOK_SECRET",
+        "",
+        "Key of the budget webhook's HMAC-SHA256 signature (x-gateway-signature); required with the URL.",
     ),
     Setting("GATEWAY_LOG_PROMPTS", "false", "Log prompt text (off: prompts never reach logs)."),
     Setting(

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from shared.cache.config import CacheConfig, parse_cache_config
 from shared.catalog import BY_NAME
+from shared.entra.config import EntraConfig, parse_entra_config
 from shared.errors import ConfigError
 from shared.logs import wants_json
 
@@ -64,30 +65,33 @@ class BreakerPolicy:
         return any(lo <= status <= hi for lo, hi in self.status_ranges)
 
 
-TOKEN_TYPES = ("input", "output")
+TOKEN_TYPES = ("input", "cached_input", "output")
 
 
 @dataclass(frozen=True, slots=True)
 class TokenPrices(Mapping[str, float]):
     """One deployment's prices per 1,000 tokens, by token type.
 
-    Also a read-only mapping of token type to price, the shape the ledger's `price` reads.
+    `cached_input` prices prompt tokens the backend served from its prompt
+    cache; unset, they cost `input` (and the mapping has no such key). Also a
+    read-only mapping of token type to price, the shape the ledger's `price` reads.
     """
 
     input: float = 0.0
     output: float = 0.0
+    cached_input: float | None = None
 
     def __getitem__(self, token_type: str) -> float:
-        if token_type not in TOKEN_TYPES:
+        value = getattr(self, token_type, None) if token_type in TOKEN_TYPES else None
+        if value is None:  # an unknown type, or no cached rate (those tokens then cost `input`)
             raise KeyError(token_type)
-        value: float = getattr(self, token_type)
-        return value
+        return float(value)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(TOKEN_TYPES)
+        return iter(t for t in TOKEN_TYPES if getattr(self, t) is not None)
 
     def __len__(self) -> int:
-        return len(TOKEN_TYPES)
+        return sum(1 for _ in self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +105,8 @@ class StorageConfig:
 class Settings:
     backends: tuple[BackendConfig, ...]
     admin_key: str | None = None
+    admin_key_enabled: bool = True  # false: only Entra tokens with the admin (or reader) role reach the admin API
+    entra: EntraConfig | None = None
     max_body_bytes: int = 4 * 1024 * 1024
     body_limits: Mapping[str, int] = field(default_factory=lambda: MappingProxyType(dict(DEFAULT_BODY_LIMITS)))
     max_attempts: int = 3
@@ -124,6 +130,9 @@ class Settings:
     cosmos_container: str = "semcache"
     prices: Mapping[str, TokenPrices] = field(default_factory=lambda: MappingProxyType({}))
     ledger_flush_seconds: float = 10.0
+    budget_sync_seconds: float = 5.0
+    budget_webhook_url: str | None = None
+    budget_webhook_secret: str | None = None
     log_prompts: bool = False
     log_json: bool = False
     metrics_endpoint: bool = False
@@ -360,7 +369,9 @@ def _parse_prices(r: _Reader) -> Mapping[str, TokenPrices]:
                 r.problems.append(shape)
             continue
         for token_type in sorted(set(table) - set(TOKEN_TYPES)):
-            r.problems.append(f"GATEWAY_PRICES[{deployment}]: unknown token type {token_type!r} (input or output)")
+            r.problems.append(
+                f"GATEWAY_PRICES[{deployment}]: unknown token type {token_type!r} (input, cached_input or output)"
+            )
         prices[deployment] = TokenPrices(**{t: float(table[t]) for t in TOKEN_TYPES if t in table})
     return MappingProxyType(prices)
 
@@ -391,6 +402,18 @@ def _parse_body_limits(r: _Reader) -> Mapping[str, int]:
     return MappingProxyType(limits)
 
 
+def _webhook_url(r: _Reader) -> str | None:
+    url = r.raw("GATEWAY_BUDGET_WEBHOOK_URL") or None
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        r.problems.append(f"GATEWAY_BUDGET_WEBHOOK_URL: an http(s) URL, got {url!r}")
+    if not r.raw("GATEWAY_BUDGET_WEBHOOK_SECRET"):
+        r.problems.append("GATEWAY_BUDGET_WEBHOOK_SECRET: required with GATEWAY_BUDGET_WEBHOOK_URL (bodies are signed)")
+    return url
+
+
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Parse app settings; raise `ConfigError` listing every problem."""
     r = _Reader(env)
@@ -399,6 +422,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     settings = Settings(
         backends=backends,
         admin_key=r.raw("GATEWAY_ADMIN_KEY"),
+        admin_key_enabled=r.flag("GATEWAY_ADMIN_KEY_ENABLED"),
+        entra=parse_entra_config(r.raw, r.problems),
         max_body_bytes=int(r.number("GATEWAY_MAX_BODY_BYTES", minimum=1024, integer=True)),
         body_limits=_parse_body_limits(r),
         max_attempts=int(r.number("GATEWAY_MAX_ATTEMPTS", minimum=1, integer=True)),
@@ -422,6 +447,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         cosmos_container=r.raw("GATEWAY_COSMOS_CONTAINER") or "semcache",
         prices=_parse_prices(r),
         ledger_flush_seconds=r.number("GATEWAY_LEDGER_FLUSH_SECONDS", minimum=0.1),
+        budget_sync_seconds=r.number("GATEWAY_BUDGET_SYNC_SECONDS", minimum=0.1),
+        budget_webhook_url=_webhook_url(r),
+        budget_webhook_secret=r.raw("GATEWAY_BUDGET_WEBHOOK_SECRET") or None,
         log_prompts=r.flag("GATEWAY_LOG_PROMPTS"),
         log_json=_log_json(r, env),
         metrics_endpoint=r.flag("GATEWAY_METRICS_ENDPOINT"),

@@ -16,8 +16,10 @@ aiohttp in `shared.upstream`, azure-core in `shared.stores.tables` and
      │    ├── Unauthorized             401  (missing or wrong key)
      │    ├── Forbidden                403  (suspended, expired, deployment not allowed)
      │    │    └── QuotaExceeded       403  (period token quota spent)
+     │    │         └── BudgetExceeded 403  (period money budget spent)
      │    ├── NotFound                 404  (unknown route, deployment or record)
      │    ├── MethodNotAllowed         405
+     │    ├── Conflict                 409  (an admin change that clashes with another record)
      │    ├── RateLimited              429  (subscription TPM / RPM)
      │    ├── BackendsThrottled        429  (every backend answered 429 or is cooling down)
      │    ├── BackendError             502  (a backend failed after the stream began)
@@ -96,6 +98,10 @@ class QuotaExceeded(Forbidden):
     code = "quota_exceeded"
 
 
+class BudgetExceeded(QuotaExceeded):
+    code = "budget_exceeded"
+
+
 class NotFound(GatewayError):
     status = 404
     type = "invalid_request_error"
@@ -106,6 +112,12 @@ class MethodNotAllowed(GatewayError):
     status = 405
     type = "invalid_request_error"
     code = "method_not_allowed"
+
+
+class Conflict(GatewayError):
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
 
 
 class RateLimited(GatewayError):

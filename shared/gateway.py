@@ -18,8 +18,12 @@ from typing import TYPE_CHECKING, Any
 from shared.auth import Authenticator
 from shared.backendauth import credentials_for
 from shared.breaker import BreakerBoard
+from shared.budgets.alerts import AlertSender
+from shared.budgets.keeper import BudgetKeeper
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.config import Settings, get_settings
+from shared.entra.callers import EntraCallers
+from shared.entra.tokens import TokenValidator
 from shared.ledger import Ledger
 from shared.limits.limiter import Limiter, SharedLimiter
 from shared.meter import Meter
@@ -57,11 +61,19 @@ class Gateway:
         self._background: set[asyncio.Task[None]] = set()
         self._open_streams: set[RelayedStream] = set()
         self.stores = stores or build_stores(settings, session=self.session)
+        self.tokens: TokenValidator | None = None
+        entra_callers: EntraCallers | None = None
+        if settings.entra is not None:
+            self.tokens = TokenValidator(settings.entra, self.session, clock)
+            entra_callers = EntraCallers(
+                self.tokens, self.stores.subscriptions, clock, cache_seconds=settings.key_cache_seconds
+            )
         self.authenticator = Authenticator(
             self.stores.subscriptions,
             clock,
             cache_seconds=settings.key_cache_seconds,
             stale_seconds=settings.key_stale_seconds,
+            tokens=entra_callers,
         )
         self.breakers = BreakerBoard(
             settings.breaker,
@@ -97,8 +109,23 @@ class Gateway:
             deployments=settings.deployments,
             flush_seconds=settings.ledger_flush_seconds,
         )
+        self.budgets = BudgetKeeper(
+            self.stores.counters,
+            clock,
+            AlertSender(
+                self.session,
+                webhook_url=settings.budget_webhook_url,
+                webhook_secret=settings.budget_webhook_secret,
+                metrics=self.telemetry,
+            ),
+            prices=settings.prices,
+            deployments=settings.deployments,
+            sync_seconds=settings.budget_sync_seconds,
+        )
         # With nothing to export metrics to, the meter skips telemetry altogether.
-        self.meter = Meter(self.limiter, self.telemetry if self.telemetry.enabled else None, self.ledger)
+        self.meter = Meter(
+            self.limiter, self.telemetry if self.telemetry.enabled else None, self.ledger, budgets=self.budgets
+        )
         self.cache: Cache | None = None
         if settings.cache is not None:
             from shared.cache.stage import build_cache  # noqa: PLC0415 - the cache's modules load only when it is on
@@ -156,6 +183,7 @@ class Gateway:
     async def close(self) -> None:
         await self.drain()  # streams cut by the shutdown are metered before the ledger's last write
         await self.ledger.close()  # before the session and stores it writes through
+        await self.budgets.close()
         await self.authenticator.close()
         await asyncio.to_thread(self.telemetry.shutdown)  # the last export blocks on HTTP
         if self.cache is not None:

@@ -36,11 +36,23 @@ class Ledger(Protocol):
     def add(self, record: RequestRecord) -> None: ...
 
 
+class Budgets(Protocol):
+    def charge(self, record: RequestRecord) -> None: ...
+
+
 class Meter:
-    def __init__(self, limiter: Limiter, telemetry: Telemetry | None = None, ledger: Ledger | None = None) -> None:
+    def __init__(
+        self,
+        limiter: Limiter,
+        telemetry: Telemetry | None = None,
+        ledger: Ledger | None = None,
+        *,
+        budgets: Budgets | None = None,
+    ) -> None:
         self.limiter = limiter
         self.telemetry = telemetry
         self.ledger = ledger
+        self.budgets = budgets
 
     async def finish(self, record: RequestRecord, admission: Admission | None) -> None:
         if admission is not None and not admission.settled:
@@ -50,6 +62,8 @@ class Meter:
             self.telemetry.record(record)
         if self.ledger is not None and record.caller is not None:
             self.ledger.add(record)
+        if self.budgets is not None:
+            self.budgets.charge(record)
         usage = record.usage or Usage()
         log.info(
             "%s %s status=%d outcome=%s subscription=%s deployment=%s backend=%s attempts=%d "

@@ -149,6 +149,18 @@ def description(settings: Settings | None = None) -> dict[str, Any]:
             parameters=[period],
         )
     }
+    for prefix in ("/openai/v1", "/openai", "/v1"):
+        paths[f"{prefix}/models"] = {
+            "get": _operation("the deployments this caller may use", _KEY, {"200": _ok("model list")}, _API_ERRORS)
+        }
+        model = {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
+        paths[f"{prefix}/models/{{model}}"] = {
+            "get": _operation("one deployment", _KEY, {"200": _ok("model")}, _API_ERRORS, parameters=[model])
+        }
+    html = {"200": _ok("the page", {"type": "string"}, "text/html")}
+    paths["/chat/"] = {"get": _operation("the chat page (its scripts beside it)", None, html, ("404", "405"))}
+    paths["/dashboard/"] = {"get": _operation("the operators' dashboard", None, html, ("404", "405"))}
+    paths["/"] = {"get": _operation("redirects to /chat/", None, {"302": {"description": "to /chat/"}}, ("405",))}
     paths["/health"] = {"get": _operation("liveness", None, {"200": _ok("ok")}, ("503",))}
     paths["/openapi.json"] = {"get": _operation("this description", None, {"200": _ok("OpenAPI 3.1")}, ("503",))}
     paths["/metrics"] = {
@@ -195,6 +207,18 @@ def description(settings: Settings | None = None) -> dict[str, Any]:
     }
     paths[f"{admin}/backends"] = {"get": _operation("backend state", _ADMIN, {"200": _ok("backends")}, _ADMIN_ERRORS)}
     paths[f"{admin}/stats"] = {"get": _operation("instance counters", _ADMIN, {"200": _ok("stats")}, _ADMIN_ERRORS)}
+    paths[f"{admin}/audit"] = {
+        "get": _operation(
+            "the audit trail of admin changes, newest first",
+            _ADMIN,
+            {"200": _ok("audit entries")},
+            _ADMIN_ERRORS,
+            parameters=[
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                {"name": "subscription", "in": "query", "schema": {"type": "string"}},
+            ],
+        )
+    }
     time_param = {"type": "string", "description": "ISO 8601 or epoch seconds, years 2000-2200"}
     paths[f"{admin}/usage"] = {
         "get": _operation(

@@ -29,6 +29,7 @@ from shared.errors import (
 )
 from shared.gateway import Gateway
 from shared.limits.limiter import Admission
+from shared.limits.users import with_end_user
 from shared.logs import clip, request_id_var
 from shared.meter import prompt_of
 from shared.models import GatewayRequest, GatewayResponse, Usage
@@ -54,7 +55,7 @@ def _usage_of(answer: dict[str, Any] | None) -> Usage | None:
     usage = answer.get("usage") if answer is not None else None
     if not isinstance(usage, dict):
         return None
-    return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+    return Usage.from_json(usage)
 
 
 def _attempts(tried: tuple[Attempt, ...]) -> list[tuple[str, str, float]]:
@@ -83,7 +84,7 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
         operation, deployment = api.route(request)
         record.operation = operation.value
         with trace.stage("auth"):
-            caller = await gw.authenticator.authenticate(request.headers)
+            caller = with_end_user(await gw.authenticator.authenticate(request.headers), request)
         record.caller = caller
         call = api.parse(request, operation, deployment, gw.settings.body_limit(operation))
         record.deployment, record.streamed = call.deployment, call.stream
@@ -97,6 +98,7 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
                 code="deployment_not_allowed",
             )
         with trace.stage("limits"):
+            await gw.budgets.check(caller)
             admission = await gw.limiter.admit(caller, call)
         with trace.stage("cache"):
             lookup = await gw.cache.lookup(caller, call, request.headers) if gw.cache is not None else None

@@ -600,3 +600,20 @@ def test_sample_settings_pass_the_gateways_parsers() -> None:
     settings = load_settings(sample_values())
     CacheConfig.parse(json.loads(sample_values()["GATEWAY_CACHE"]), settings.deployments)
     Schedule.parse(settings.probe_schedule)
+
+
+def test_entra_parameters_become_settings_the_gateway_parses() -> None:
+    tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+    off = load_settings(deployed_settings())
+    assert off.entra is None
+    assert off.admin_key_enabled
+    on = load_settings(
+        deployed_settings(
+            entraTenantId=tenant, gatewayAppIdUri="api://aoai-gateway", gatewayAppClientId="abc", adminKeyEnabled=False
+        )
+    )
+    assert on.entra is not None
+    assert on.entra.audiences == ("api://aoai-gateway", "abc")
+    assert on.entra.issuers[0] == f"https://sts.windows.net/{tenant}/"
+    assert on.entra.admin_role == "Gateway.Admin"
+    assert not on.admin_key_enabled

@@ -17,7 +17,17 @@ import pytest
 from shared.auth import hash_key
 from shared.config import load_settings
 from shared.errors import BadRequest
-from shared.models import Limits, QuotaPeriod, Subscription, SubscriptionState
+from shared.models import (
+    AuthMode,
+    Budget,
+    BudgetAction,
+    Limits,
+    QuotaPeriod,
+    Subscription,
+    SubscriptionState,
+    UserKey,
+    UserLimits,
+)
 from shared.stores.factory import Stores, build_stores
 from tests.fixtures.azurite import unique_prefix
 
@@ -144,6 +154,46 @@ async def test_list_returns_every_subscription_oldest_first(stores: Stores) -> N
     for i, created in enumerate((30.0, 10.0, 20.0)):
         await stores.subscriptions.create(subscription(f"sub-{i}", created_at=created))
     assert [s.id for s in await stores.subscriptions.list()] == ["sub-1", "sub-2", "sub-0"]
+
+
+OID_A = "0a0a0a0a-0000-4000-8000-00000000000a"
+OID_B = "0b0b0b0b-0000-4000-8000-00000000000b"
+
+
+def with_identity(sub: Subscription) -> Subscription:
+    return replace(
+        sub,
+        identities=(OID_A,),
+        auth_modes=frozenset({AuthMode.ENTRA}),
+        user_limits=UserLimits(UserKey.HEADER, "x-user-id", 100, 1000, QuotaPeriod.DAILY),
+        budget=Budget(12.5, QuotaPeriod.MONTHLY, "EUR", (50, 100), BudgetAction.ALERT),
+    )
+
+
+async def test_identities_user_limits_and_budget_read_back_whole(stores: Stores) -> None:
+    sub = with_identity(subscription())
+    await stores.subscriptions.create(sub)
+    assert await stores.subscriptions.get(sub.id) == sub
+    assert await stores.subscriptions.find_by_identity(OID_A) == sub
+    assert await stores.subscriptions.find_by_identity(OID_B) is None
+
+
+async def test_an_identity_lookup_follows_changes_and_deletes(stores: Stores) -> None:
+    sub = with_identity(subscription())
+    await stores.subscriptions.create(sub)
+    await stores.subscriptions.modify(sub.id, lambda s: replace(s, identities=(OID_B,)))
+    assert await stores.subscriptions.find_by_identity(OID_A) is None
+    found = await stores.subscriptions.find_by_identity(OID_B)
+    assert found is not None
+    assert found.id == sub.id
+    assert found.identities == (OID_B,)
+    # A change to anything else is seen through the identity too (the lookup row carries the subscription).
+    await stores.subscriptions.modify(sub.id, lambda s: replace(s, state=SubscriptionState.SUSPENDED))
+    found = await stores.subscriptions.find_by_identity(OID_B)
+    assert found is not None
+    assert found.state is SubscriptionState.SUSPENDED
+    await stores.subscriptions.delete(sub.id)
+    assert await stores.subscriptions.find_by_identity(OID_B) is None
 
 
 # --- breakers and probes --------------------------------------------------------------------------

@@ -19,6 +19,9 @@ Examples:
     python -m shared.admin regenerate sub-0123 --key secondary
     python -m shared.admin --url http://127.0.0.1:7071 --admin-key ... backends
     python -m shared.admin usage --from 2025-06-01 --group-by deployment
+    python -m shared.admin audit --limit 20
+
+Changes made here on the stores are written to the audit trail as `cli:<your user name>`.
 
 Keys are printed once, when created or regenerated, and never again.
 """
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import os
 import sys
@@ -86,6 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("delete", help="delete a subscription").add_argument("id")
     commands.add_parser("backends", help="breaker, throttle and probe state of every backend (--url only)")
     commands.add_parser("stats", help="an instance's storage and limit counters (--url only)")
+    audit = commands.add_parser("audit", help="the admin audit trail, newest first")
+    audit.add_argument("--limit", type=int, default=50)
+    audit.add_argument("--subscription", help="only this subscription id")
     return parser
 
 
@@ -107,6 +114,15 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _audit_query(args: argparse.Namespace) -> str:
+    from urllib.parse import urlencode  # noqa: PLC0415
+
+    query = {"limit": getattr(args, "limit", 50)}
+    if getattr(args, "subscription", None):
+        query["subscription"] = args.subscription
+    return "/audit?" + urlencode(query)
+
+
 async def _over_http(args: argparse.Namespace) -> Any:
     import aiohttp  # noqa: PLC0415 - only this mode needs it
 
@@ -123,6 +139,7 @@ async def _over_http(args: argparse.Namespace) -> Any:
         "delete": ("DELETE", one, None),
         "backends": ("GET", "/backends", None),
         "stats": ("GET", "/stats", None),
+        "audit": ("GET", _audit_query(args), None),
     }
     method, path, body = routes[args.command]
     async with (
@@ -157,20 +174,46 @@ async def _on_stores(args: argparse.Namespace) -> Any:
 
     if args.command in ("backends", "stats"):
         raise SystemExit(f"'{args.command}' shows a running gateway's state: give its --url")
+    from shared.admin.access import Actor  # noqa: PLC0415
+    from shared.admin.audit import AuditTrail  # noqa: PLC0415
+    from shared.clock import SYSTEM_CLOCK  # noqa: PLC0415
+
     stores = stores_from_environment("embedded subscriptions live")
     service = SubscriptionAdmin(stores.subscriptions)
+    audit = AuditTrail(stores.audit, SYSTEM_CLOCK)
+    actor = Actor(f"cli:{getpass.getuser()}")
+    route = f"cli {args.command}"
     try:
         if args.command == "create":
-            return await service.create(_fields(args))
+            fields = _fields(args)
+            created = await service.create(fields)
+            await audit.record(actor, "create", route, str(created["id"]), fields)
+            return created
         if args.command == "list":
             return {"data": await service.list()}
         if args.command == "show":
-            return await service.show(args.id)
+            shown = await service.show(args.id)
+            sub = await stores.subscriptions.get(args.id)
+            if sub is not None and sub.budget is not None:
+                from shared.budgets.keeper import read_budget_status  # noqa: PLC0415
+
+                shown["budget_status"] = await read_budget_status(
+                    stores.counters, sub.id, sub.budget, SYSTEM_CLOCK.now()
+                )
+            return shown
+        if args.command == "audit":
+            return {"data": await audit.recent(args.limit, args.subscription)}
         if args.command == "update":
-            return await service.update(args.id, _fields(args))
+            fields = _fields(args)
+            updated = await service.update(args.id, fields)
+            await audit.record(actor, "update", route, args.id, fields)
+            return updated
         if args.command == "regenerate":
-            return await service.regenerate(args.id, args.key)
+            regenerated = await service.regenerate(args.id, args.key)
+            await audit.record(actor, "regenerate", route, args.id, [f"{args.key}_key"])
+            return regenerated
         await service.delete(args.id)
+        await audit.record(actor, "delete", route, args.id)
         return {"deleted": args.id}
     finally:
         await stores.close()

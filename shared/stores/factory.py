@@ -10,18 +10,19 @@ instances) it is refused. The semantic cache's vector store: Cosmos DB when
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from shared.config import Settings
 from shared.errors import ConfigError
 from shared.stores.embedded import (
+    EmbeddedAuditStore,
     EmbeddedBreakerStore,
     EmbeddedCounterStore,
     EmbeddedLedgerStore,
     EmbeddedSubscriptionStore,
 )
-from shared.stores.protocols import BackendStateStore, CounterStore, LedgerStore, SubscriptionStore
+from shared.stores.protocols import AuditStore, BackendStateStore, CounterStore, LedgerStore, SubscriptionStore
 
 if TYPE_CHECKING:
     import aiohttp
@@ -48,6 +49,7 @@ class Stores:
     ledger: LedgerStore
     kind: str  # "embedded" | "tables"
     account: Account | None = None
+    audit: AuditStore = field(default_factory=EmbeddedAuditStore)
 
     def stats(self) -> dict[str, object]:
         """Storage transactions sent so far (Table Storage only): the cost side of every design choice."""
@@ -77,9 +79,11 @@ def build_stores(
             EmbeddedCounterStore(),
             EmbeddedLedgerStore(),
             "embedded",
+            audit=EmbeddedAuditStore(),
         )
     # The Azure SDK is imported only when Table Storage is configured: cold starts stay cheap otherwise.
     from shared.stores.tables.account import TableAccount  # noqa: PLC0415
+    from shared.stores.tables.audit import TableAuditStore  # noqa: PLC0415
     from shared.stores.tables.backend_state import TableBackendStateStore  # noqa: PLC0415
     from shared.stores.tables.counters import TableCounterStore  # noqa: PLC0415
     from shared.stores.tables.ledger import TableLedgerStore  # noqa: PLC0415
@@ -101,6 +105,7 @@ def build_stores(
         TableLedgerStore(account),
         "tables",
         account,
+        audit=TableAuditStore(account),
     )
 
 

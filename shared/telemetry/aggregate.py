@@ -159,6 +159,10 @@ class Totals:
                 backend, _, deployment = key.partition("|")
                 _count(sums, (backend, deployment, old.value, new.value), 1)
 
+    def add_budget_alert(self, subscription_id: str, subscription_name: str, threshold: int) -> None:
+        with self.lock:
+            _count(self.sums["gateway.budget.alerts"], (subscription_id, subscription_name, threshold), 1)
+
     def snapshot(self, *, reset_interval: bool = False) -> Snapshot:
         with self.lock:
             sums = {name: dict(points) for name, points in self.sums.items()}

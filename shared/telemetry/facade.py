@@ -77,6 +77,10 @@ class Telemetry:
         self._totals.add_probes(report)
         self._drain_transitions()
 
+    def record_budget_alert(self, subscription_id: str, subscription_name: str, threshold: int) -> None:
+        """Count one budget threshold crossed (claimed by this instance)."""
+        self._totals.add_budget_alert(subscription_id, subscription_name, threshold)
+
     def _drain_transitions(self) -> None:
         board = self._breakers
         if board is None:

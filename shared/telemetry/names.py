@@ -32,6 +32,7 @@ ATTEMPT_OUTCOME = "gateway.attempt.outcome"  # the backend's status code, or "ti
 BREAKER_FROM = "gateway.breaker.from"
 BREAKER_TO = "gateway.breaker.to"
 PROBE_OK = "gateway.probe.ok"
+BUDGET_THRESHOLD = "gateway.budget.threshold"  # percent of the budget a crossing alerted on
 
 PROVIDER_NAME = "azure.ai.openai"
 GEN_AI_OPERATIONS = {"chat/completions": "chat", "embeddings": "embeddings"}
@@ -134,6 +135,13 @@ OVERHEAD = MetricSpec(
     (DEPLOYMENT, OUTCOME, CACHE, STREAMED),
     OVERHEAD_BUCKETS,
 )
+BUDGET_ALERTS = MetricSpec(
+    "gateway.budget.alerts",
+    "counter",
+    "{alert}",
+    "Budget thresholds crossed (once per threshold and period across instances, counted where it was claimed).",
+    (*_CALLER, BUDGET_THRESHOLD),
+)
 
 METRICS: tuple[MetricSpec, ...] = (
     TOKEN_USAGE,
@@ -146,6 +154,7 @@ METRICS: tuple[MetricSpec, ...] = (
     CACHE_LOOKUPS,
     TOKENS_SAVED,
     OVERHEAD,
+    BUDGET_ALERTS,
 )
 # Attributes of the request span that the operators' workbook reads (Application Insights `requests`).
 SPAN_OVERHEAD_MS = "gateway.overhead_ms"
