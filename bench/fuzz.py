@@ -206,6 +206,8 @@ _query_values = {
     "group_by": st.one_of(st.sampled_from(["subscription", "deployment", "backend"]), st.text(max_size=10)),
     "subscription": st.text(max_size=30),
     "period": st.one_of(st.sampled_from(["hourly", "daily", "weekly", "monthly"]), st.text(max_size=10)),
+    "at": _times,
+    "hours": st.one_of(st.integers(min_value=-5, max_value=10**6).map(str), st.text(max_size=10)),
     "limit": st.one_of(st.integers(min_value=-5, max_value=10**20).map(str), st.text(max_size=10)),
 }
 
@@ -234,6 +236,7 @@ def requests(target: Target) -> st.SearchStrategy[FuzzRequest]:
         choices = {
             "deployment": st.one_of(st.sampled_from(DEPLOYMENTS), segment),
             "id": st.one_of(st.just(target.victim_id), st.just("sub-missing"), segment),
+            "request_id": segment,
         }
         return st.fixed_dictionaries({p: choices.get(p, segment) for p in params}).map(
             lambda values: re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], template)

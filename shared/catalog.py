@@ -73,7 +73,9 @@ CATALOG: tuple[Setting, ...] = (
     Setting(
         "GATEWAY_BREAKER",
         "{}",
-        "JSON circuit-breaker policy: failures, interval_seconds, trip_seconds, status_ranges, count_429.",
+        "JSON circuit-breaker policy: mode (rate | count), failure_rate, min_requests, window_seconds (rate); "
+        "failures, interval_seconds (count); trip_seconds, status_ranges, count_429, accept_retry_after, "
+        "trial_timeout_seconds.",
     ),
     Setting(
         "GATEWAY_STORAGE",
@@ -160,6 +162,23 @@ CATALOG: tuple[Setting, ...] = (
         "Key of the budget webhook's HMAC-SHA256 signature (x-gateway-signature); required with the URL.",
     ),
     Setting("GATEWAY_LOG_PROMPTS", "false", "Log prompt text (off: prompts never reach logs)."),
+    Setting(
+        "GATEWAY_PROMPT_LOG",
+        "{}",
+        "JSON settings of the audit log of prompts and completions (container, queue_size, batch_records, "
+        "flush_seconds, max_record_bytes, redact, lookup_hours). Which requests are logged is per subscription.",
+    ),
+    Setting(
+        "GATEWAY_CONTENT_SAFETY",
+        None,
+        "JSON Content Safety stage (endpoint, auth, prompt_shields, categories, deployments, subscriptions, "
+        "on_unavailable, timeout_seconds, max_chunks). Off when unset. Schema in the README.",
+    ),
+    Setting(
+        "GATEWAY_STORAGE__blobServiceUri",
+        None,
+        "Blob service URI of the audit log in Azure (managed identity); locally GATEWAY_STORAGE's blob endpoint.",
+    ),
     Setting(
         "GATEWAY_METRICS_ENDPOINT",
         "false",

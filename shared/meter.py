@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from shared.ledger import price
 from shared.limits.limiter import Admission, Limiter
 from shared.logs import clip
 from shared.models import Usage
@@ -28,6 +30,42 @@ def prompt_of(body: Mapping[str, Any]) -> str:
     return text if len(text) <= PROMPT_LOG_CHARS else text[:PROMPT_LOG_CHARS] + "..."
 
 
+# A content delta's text as it appears in an event, JSON escapes and all (decoded only if the stream is cut).
+_CONTENT_RE = re.compile(rb'"content"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+class SentContent:
+    """The generated text of the events that reached a streaming caller, kept to charge a stream that was cut.
+
+    A stream cut before the backend's usage chunk is charged its prompt (estimated)
+    and the content tokens the caller really received, counted with the tokenizer
+    the reservations use: not one token per event, and nothing for the role event.
+    """
+
+    __slots__ = ("_parts",)
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def feed(self, events: bytes) -> None:
+        if b'"content"' in events:
+            self._parts.extend(m for m in _CONTENT_RE.findall(events) if m)
+
+    def text(self) -> str:
+        out = []
+        for part in self._parts:
+            try:
+                out.append(json.loads(b'"' + part + b'"'))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                out.append(part.decode("utf-8", "replace"))
+        return "".join(out)
+
+    def tokens(self) -> int:
+        from shared import tokens  # noqa: PLC0415 - the tokenizer is loaded already by the limiter, or lazily here
+
+        return tokens.count_text(self.text())
+
+
 class Telemetry(Protocol):
     def record(self, record: RequestRecord) -> None: ...
 
@@ -36,8 +74,43 @@ class Ledger(Protocol):
     def add(self, record: RequestRecord) -> None: ...
 
 
+class Abandoned:
+    """Attempts given up at a timeout, per deployment: how many, their prompt tokens (estimated), their cost."""
+
+    def __init__(self, prices: Mapping[str, Mapping[str, float]]) -> None:
+        self._prices = prices
+        self._by_deployment: dict[str, list[float]] = {}  # deployment -> [attempts, prompt tokens, cost]
+
+    def add(self, record: RequestRecord) -> None:
+        count = record.abandoned
+        if not count:
+            return
+        deployment = record.deployment or "-"
+        tokens = count * record.prompt_estimate
+        row = self._by_deployment.setdefault(deployment, [0, 0, 0.0])
+        row[0] += count
+        row[1] += tokens
+        row[2] += price(self._prices, deployment, tokens, 0)
+
+    def report(self) -> dict[str, object]:
+        rows = self._by_deployment
+        return {
+            "attempts": int(sum(r[0] for r in rows.values())),
+            "estimated_prompt_tokens": int(sum(r[1] for r in rows.values())),
+            "estimated_cost": round(sum(r[2] for r in rows.values()), 6),
+            "by_deployment": {
+                d: {"attempts": int(r[0]), "estimated_prompt_tokens": int(r[1]), "estimated_cost": round(r[2], 6)}
+                for d, r in sorted(rows.items())
+            },
+        }
+
+
 class Budgets(Protocol):
     def charge(self, record: RequestRecord) -> None: ...
+
+
+class AuditLog(Protocol):
+    def add(self, record: RequestRecord) -> None: ...
 
 
 class Meter:
@@ -47,14 +120,21 @@ class Meter:
         telemetry: Telemetry | None = None,
         ledger: Ledger | None = None,
         *,
+        prices: Mapping[str, Mapping[str, float]] | None = None,
         budgets: Budgets | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.limiter = limiter
         self.telemetry = telemetry
         self.ledger = ledger
+        self.abandoned = Abandoned(prices or {})
         self.budgets = budgets
+        self.audit = audit
 
     async def finish(self, record: RequestRecord, admission: Admission | None) -> None:
+        if admission is not None and not record.prompt_estimate:
+            record.prompt_estimate = admission.prompt_estimate
+        self.abandoned.add(record)
         if admission is not None and not admission.settled:
             used = record.usage.total_tokens if record.usage else 0
             await self.limiter.settle(admission, used)
@@ -64,6 +144,8 @@ class Meter:
             self.ledger.add(record)
         if self.budgets is not None:
             self.budgets.charge(record)
+        if self.audit is not None and record.request_body is not None:
+            self.audit.add(record)  # queued, never awaited: a full queue drops the record, not the request
         usage = record.usage or Usage()
         log.info(
             "%s %s status=%d outcome=%s subscription=%s deployment=%s backend=%s attempts=%d "

@@ -143,6 +143,33 @@ class Subscription:
     auth_modes: frozenset[AuthMode] = ALL_AUTH_MODES
     user_limits: UserLimits | None = None
     budget: Budget | None = None
+    prompt_log: PromptLogScope | None = None  # None: prompts and completions are never written to the audit log
+
+
+@dataclass(frozen=True, slots=True)
+class PromptLogScope:
+    """Which of a subscription's requests go to the audit log of prompts and completions."""
+
+    deployments: tuple[str, ...] = ()  # empty: every deployment
+
+    def covers(self, deployment: str) -> bool:
+        return not self.deployments or deployment in self.deployments
+
+
+def prompt_log_to_json(scope: PromptLogScope | None) -> bool | dict[str, list[str]]:
+    """The admin API's and the stored shape: false, true (every deployment), or {"deployments": [...]}."""
+    if scope is None:
+        return False
+    return {"deployments": list(scope.deployments)} if scope.deployments else True
+
+
+def prompt_log_from_json(raw: object) -> PromptLogScope | None:
+    """The stored shape back (validated when it was written, by the admin service)."""
+    if raw is True:
+        return PromptLogScope()
+    if isinstance(raw, dict) and isinstance(raw.get("deployments"), list):
+        return PromptLogScope(tuple(str(d) for d in raw["deployments"]))
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +186,10 @@ class Caller:
     user_limits: UserLimits | None = None
     end_user: str | None = None  # the per-user counter key's value, when the subscription has user limits
     budget: Budget | None = None
+    prompt_log: PromptLogScope | None = None
+
+    def logs_prompts(self, deployment: str) -> bool:
+        return self.prompt_log is not None and self.prompt_log.covers(deployment)
 
     def may_use(self, deployment: str) -> bool:
         return not self.allowed_deployments or deployment in self.allowed_deployments
@@ -176,6 +207,7 @@ def caller_for(subscription: Subscription, *, mode: AuthMode = AuthMode.KEY, pri
         principal=principal,
         user_limits=subscription.user_limits,
         budget=subscription.budget,
+        prompt_log=subscription.prompt_log,
     )
 
 

@@ -207,6 +207,20 @@ def description(settings: Settings | None = None) -> dict[str, Any]:
     }
     paths[f"{admin}/backends"] = {"get": _operation("backend state", _ADMIN, {"200": _ok("backends")}, _ADMIN_ERRORS)}
     paths[f"{admin}/stats"] = {"get": _operation("instance counters", _ADMIN, {"200": _ok("stats")}, _ADMIN_ERRORS)}
+    request_id = {"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    paths[f"{admin}/requests/{{request_id}}"] = {
+        "get": _operation(
+            "a request's prompt audit-log record",
+            _ADMIN,
+            {"200": _ok("the record")},
+            _ADMIN_ERRORS,
+            parameters=[
+                request_id,
+                {"name": "at", "in": "query", "schema": {"type": "string"}},
+                {"name": "hours", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 744}},
+            ],
+        )
+    }
     paths[f"{admin}/audit"] = {
         "get": _operation(
             "the audit trail of admin changes, newest first",

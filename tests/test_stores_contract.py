@@ -15,7 +15,9 @@ from dataclasses import replace
 import pytest
 
 from shared.auth import hash_key
-from shared.config import load_settings
+from shared.breaker import BreakerBoard, Status, window_totals
+from shared.clock import ManualClock
+from shared.config import BreakerPolicy, load_settings
 from shared.errors import BadRequest
 from shared.models import (
     AuthMode,
@@ -234,6 +236,29 @@ async def test_load_all_returns_every_breaker_with_its_version(stores: Stores) -
     etags = {k: await stores.backends.save(k, {"k": k}, None) for k in ("a|x", "b|x", "b|y")}
     loaded = await stores.backends.load_all()
     assert {k: (v.value, v.etag) for k, v in loaded.items()} == {k: ({"k": k}, e) for k, e in etags.items()}
+
+
+async def test_two_boards_share_a_rate_window_through_the_store(stores: Stores) -> None:
+    # The rate rule's buckets live in the record itself: no store change, the same on Table Storage.
+    clock = ManualClock(1_800_000_000.0)
+    policy = BreakerPolicy(failure_rate=0.5, min_requests=10, window_seconds=10)
+    a = BreakerBoard(policy, stores.backends, clock, "a")
+    b = BreakerBoard(policy, stores.backends, clock, "b")
+    key = "backend-a|gpt-4o-mini"
+    for _ in range(12):
+        await b.success(key)
+    for _ in range(5):
+        await a.failure(key, retry_after=None, reason="500")
+    await b.sync()  # finds failures in the shared window: writes its twelve successes
+    await a.sync()
+    assert window_totals(policy, a.state(key).window, clock.now()) == (17, 5)
+    for _ in range(6):
+        await a.failure(key, retry_after=None, reason="500")
+    assert a.state(key).status is Status.CLOSED  # 11 of 23: a alone would have tripped at 10 of 10
+    await a.failure(key, retry_after=None, reason="500")
+    assert a.state(key).status is Status.OPEN  # 12 of 24
+    await b.sync()
+    assert b.state(key).status is Status.OPEN
 
 
 async def test_probe_results_keep_the_last_write(stores: Stores) -> None:

@@ -68,4 +68,7 @@ def stats_report(gateway: Gateway) -> dict[str, Any]:
             "refreshes": gateway.authenticator.refreshes,
         },
         "breakers": {"shared": gateway.breakers.store_healthy},
+        # Attempts given up at a timeout: the backend may still complete and bill them.
+        "abandoned": gateway.meter.abandoned.report(),
+        "prompt_log": gateway.prompt_log.stats(),
     }

@@ -19,6 +19,8 @@ Examples:
     python -m shared.admin regenerate sub-0123 --key secondary
     python -m shared.admin --url http://127.0.0.1:7071 --admin-key ... backends
     python -m shared.admin usage --from 2025-06-01 --group-by deployment
+    python -m shared.admin update sub-0123 --prompt-log on        (or off, or gpt-4o-mini,other-deployment)
+    python -m shared.admin promptlog 6f1c0e... --at 2025-06-01T14:05Z
     python -m shared.admin audit --limit 20
 
 Changes made here on the stores are written to the audit trail as `cli:<your user name>`.
@@ -77,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--state", choices=["active", "suspended"])
         sub.add_argument("--expires-at", default=argparse.SUPPRESS, help="ISO 8601 time, or 'none'")
         sub.add_argument("--allowed-deployments", default=argparse.SUPPRESS, help="comma-separated; '' for all")
+        sub.add_argument(
+            "--prompt-log",
+            default=argparse.SUPPRESS,
+            help="audit log of prompts: on, off, or comma-separated deployments",
+        )
 
     fields(commands.add_parser("create", help="create a subscription; prints both keys once"))
     commands.add_parser("list", help="every subscription (never keys)")
@@ -93,6 +100,10 @@ def _parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="the admin audit trail, newest first")
     audit.add_argument("--limit", type=int, default=50)
     audit.add_argument("--subscription", help="only this subscription id")
+    promptlog = commands.add_parser("promptlog", help="a request's audit-log record, by its request id")
+    promptlog.add_argument("request_id")
+    promptlog.add_argument("--at", help="about when it was made (ISO 8601); default: now")
+    promptlog.add_argument("--hours", help="how many hours back from --at to scan (default: GATEWAY_PROMPT_LOG's)")
     return parser
 
 
@@ -111,6 +122,10 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
         out["expires_at"] = None if args.expires_at.lower() == _NONE else args.expires_at
     if hasattr(args, "allowed_deployments"):
         out["allowed_deployments"] = [d.strip() for d in args.allowed_deployments.split(",") if d.strip()]
+    if hasattr(args, "prompt_log"):
+        value = args.prompt_log.strip()
+        names = [d.strip() for d in value.split(",") if d.strip()]
+        out["prompt_log"] = {"on": True, "off": False}.get(value.lower(), {"deployments": names})
     return out
 
 
@@ -140,6 +155,7 @@ async def _over_http(args: argparse.Namespace) -> Any:
         "backends": ("GET", "/backends", None),
         "stats": ("GET", "/stats", None),
         "audit": ("GET", _audit_query(args), None),
+        "promptlog": ("GET", _promptlog_path(args), None),
     }
     method, path, body = routes[args.command]
     async with (
@@ -150,6 +166,40 @@ async def _over_http(args: argparse.Namespace) -> Any:
         if response.status >= 400:
             raise SystemExit(f"{response.status}: {text}")
         return json.loads(text) if text else {"deleted": getattr(args, "id", None)}
+
+
+def _promptlog_path(args: argparse.Namespace) -> str:
+    from urllib.parse import quote, urlencode  # noqa: PLC0415
+
+    query = {k: v for k, v in (("at", getattr(args, "at", None)), ("hours", getattr(args, "hours", None))) if v}
+    path = f"/requests/{quote(getattr(args, 'request_id', ''), safe='')}"
+    return f"{path}?{urlencode(query)}" if query else path
+
+
+async def _promptlog_on_storage(args: argparse.Namespace) -> Any:
+    """Find a record in the audit log's blobs, with the gateway's storage settings from the environment."""
+    from shared.admin.http import lookup_window  # noqa: PLC0415 - keeps `--help` instant
+    from shared.clock import SYSTEM_CLOCK  # noqa: PLC0415
+    from shared.config import load_settings  # noqa: PLC0415
+    from shared.errors import NotFound  # noqa: PLC0415
+    from shared.promptlog.log import PromptLog  # noqa: PLC0415
+    from shared.stores.factory import build_append_log  # noqa: PLC0415
+
+    env = dict(os.environ)
+    env.setdefault("GATEWAY_BACKENDS", _PLACEHOLDER_BACKENDS)
+    settings = load_settings(env)
+    store = build_append_log(settings)
+    if store.kind == "embedded":
+        raise SystemExit("No blob storage configured: an embedded audit log lives inside one gateway; use --url.")
+    at, hours = lookup_window(args.at, args.hours)
+    log = PromptLog(settings.prompt_log, store, SYSTEM_CLOCK, instance_id="cli")
+    try:
+        found = await log.find(args.request_id, at=at, hours=hours)
+    finally:
+        await store.close()
+    if found is None:
+        raise NotFound(f"No audit-log record of request {args.request_id}.", code="record_not_found")
+    return found
 
 
 def stores_from_environment(embedded_state: str) -> Stores:
@@ -172,6 +222,8 @@ def stores_from_environment(embedded_state: str) -> Stores:
 async def _on_stores(args: argparse.Namespace) -> Any:
     from shared.admin.subscriptions import SubscriptionAdmin  # noqa: PLC0415 - keeps `--help` instant
 
+    if args.command == "promptlog":
+        return await _promptlog_on_storage(args)
     if args.command in ("backends", "stats"):
         raise SystemExit(f"'{args.command}' shows a running gateway's state: give its --url")
     from shared.admin.access import Actor  # noqa: PLC0415

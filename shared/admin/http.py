@@ -9,6 +9,7 @@
     GET    backends                           breaker state, throttles and last probe of every backend
     GET    stats                              this instance's counters: storage transactions, limits, fallbacks
     GET    usage                              (shared.admin.usage) usage by subscription, deployment or backend
+    GET    requests/{request_id}              a request's audit-log record (?at=<ISO time>&hours=<back from it>)
     GET    audit                              the audit trail, newest first (?limit=, ?subscription=)
 
 Every change (create, update, regenerate, delete) is written to the audit trail.
@@ -26,6 +27,7 @@ from shared.admin.access import authorize
 from shared.admin.audit import DEFAULT_LIMIT, AuditTrail
 from shared.admin.backends import backends_report, stats_report
 from shared.admin.subscriptions import SubscriptionAdmin
+from shared.clock import parse_instant
 from shared.errors import BadRequest, MethodNotAllowed, NotFound
 from shared.logs import clip
 from shared.models import GatewayRequest, GatewayResponse
@@ -111,4 +113,24 @@ async def handle(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
         if method != "GET":
             raise MethodNotAllowed(f"{clip(method, 20)} is not supported here.", headers={"Allow": "GET"})
         return _json(200, stats_report(gateway), rid)
+    if len(parts) == 2 and parts[0] == "requests":
+        if method != "GET":
+            raise MethodNotAllowed(f"{clip(method, 20)} is not supported here.", headers={"Allow": "GET"})
+        at, hours = lookup_window(request.query.get("at"), request.query.get("hours"))
+        found = await gateway.prompt_log.find(parts[1], at=at, hours=hours)
+        if found is None:
+            raise NotFound(f"No audit-log record of request {clip(parts[1])}.", code="record_not_found")
+        return _json(200, found, rid)
     raise NotFound(f"No such admin route: {clip(method, 20)} {clip(request.path)}", code="route_not_found")
+
+
+def lookup_window(at: str | None, hours: str | None) -> tuple[float | None, int | None]:
+    """The `at` and `hours` of an audit-log look-up, checked (the HTTP route's query and the CLI's flags)."""
+    when = parse_instant(at) if at else None
+    if at and when is None:
+        raise BadRequest("'at' must be an ISO 8601 time or epoch seconds.", param="at")
+    if hours is None:
+        return when, None
+    if not hours.isdigit() or not 0 <= int(hours) <= 24 * 31:
+        raise BadRequest("'hours' must be a whole number from 0 to 744.", param="hours")
+    return when, int(hours)

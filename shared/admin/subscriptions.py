@@ -22,11 +22,13 @@ from shared.models import (
     Budget,
     BudgetAction,
     Limits,
+    PromptLogScope,
     QuotaPeriod,
     Subscription,
     SubscriptionState,
     UserKey,
     UserLimits,
+    prompt_log_to_json,
 )
 from shared.stores.protocols import SubscriptionStore
 
@@ -39,6 +41,7 @@ _EDITABLE = {
     "expires_at",
     "allowed_deployments",
     "cache_opt_out",
+    "prompt_log",
     *_LIMIT_FIELDS,
     "token_quota_period",
     "identities",
@@ -214,6 +217,20 @@ def _user_limits_view(user: UserLimits | None) -> dict[str, object] | None:
     return {**user.as_json(), "header": user.header if user.key is UserKey.HEADER else None}
 
 
+def _prompt_log(value: Any) -> PromptLogScope | None:
+    shape = "'prompt_log' must be true, false, or {\"deployments\": [names]}."
+    if value is None or value is False:
+        return None
+    if value is True:
+        return PromptLogScope()
+    if not isinstance(value, dict) or set(value) != {"deployments"}:
+        raise BadRequest(shape, param="prompt_log")
+    names = value["deployments"]
+    if not isinstance(names, list) or not names or not all(isinstance(d, str) and d for d in names):
+        raise BadRequest(shape, param="prompt_log")
+    return PromptLogScope(tuple(names))
+
+
 def public_view(sub: Subscription) -> dict[str, Any]:
     """A subscription as the admin API shows it: never a key, never a hash.
 
@@ -237,6 +254,7 @@ def public_view(sub: Subscription) -> dict[str, Any]:
         "auth_modes": sorted(m.value for m in sub.auth_modes),
         "user_limits": _user_limits_view(sub.user_limits),
         "budget": sub.budget.as_json() if sub.budget else None,
+        "prompt_log": prompt_log_to_json(sub.prompt_log),
     }
     if sub.expires_at is not None and expires_at is None:
         view["invalid_fields"] = ["expires_at"]  # treated as expired by auth; PATCH it to repair the record
@@ -277,6 +295,7 @@ class SubscriptionAdmin:
             auth_modes=_auth_modes(fields["auth_modes"]) if "auth_modes" in fields else frozenset(AuthMode),
             user_limits=_user_limits(fields.get("user_limits")),
             budget=_budget(fields.get("budget")),
+            prompt_log=_prompt_log(fields.get("prompt_log")),
         )
         await self._identities_free(sub.id, sub.identities)
         await self._store.create(sub)
@@ -335,6 +354,8 @@ class SubscriptionAdmin:
                 updated = replace(updated, user_limits=_user_limits(fields["user_limits"]))
             if "budget" in fields:
                 updated = replace(updated, budget=_budget(fields["budget"]))
+            if "prompt_log" in fields:
+                updated = replace(updated, prompt_log=_prompt_log(fields["prompt_log"]))
             return updated
 
         identities = _identities(fields.get("identities"))

@@ -5,10 +5,13 @@ locally, `GATEWAY_STORAGE__tableServiceUri` with managed identity in Azure);
 embedded otherwise. Embedded state is per process, so in Azure (many
 instances) it is refused. The semantic cache's vector store: Cosmos DB when
 `GATEWAY_COSMOS__accountEndpoint` is set, the embedded numpy store otherwise.
+The audit log's append blobs: Blob Storage when `GATEWAY_STORAGE__blobServiceUri`
+is set or the storage connection string reaches a blob service, memory otherwise.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -24,12 +27,15 @@ from shared.stores.embedded import (
 )
 from shared.stores.protocols import AuditStore, BackendStateStore, CounterStore, LedgerStore, SubscriptionStore
 
+log = logging.getLogger("gateway.stores")
+
 if TYPE_CHECKING:
     import aiohttp
 
     from shared.cache.config import CacheConfig
     from shared.clock import Clock
     from shared.httpsession import SessionProvider
+    from shared.stores.blobs import AppendLog
     from shared.stores.protocols import VectorStore
 
 
@@ -131,3 +137,19 @@ def build_vector_store(
     from shared.stores.vectors import EmbeddedVectorStore  # noqa: PLC0415 - loads with the cache, when it is on
 
     return EmbeddedVectorStore(clock=clock, max_entries=cache.max_entries, max_bytes=cache.max_bytes)
+
+
+def build_append_log(settings: Settings, *, session: SessionProvider | None = None) -> AppendLog:
+    """The audit log's files: Blob Storage when a blob endpoint is configured, in memory otherwise."""
+    from shared.stores.blobs import AzureAppendLog, EmbeddedAppendLog, has_blob_endpoint  # noqa: PLC0415
+
+    container = settings.prompt_log.container
+    if settings.blob_service_uri:
+        client_id = settings.storage.client_id if settings.storage else None
+        return AzureAppendLog(container, service_uri=settings.blob_service_uri, client_id=client_id, session=session)
+    conn = settings.storage.connection_string if settings.storage else None
+    if conn and has_blob_endpoint(conn):
+        return AzureAppendLog(container, connection_string=conn, session=session)
+    if settings.running_in_azure:
+        log.warning("no blob endpoint (GATEWAY_STORAGE__blobServiceUri): audit records stay in this instance's memory")
+    return EmbeddedAppendLog()

@@ -72,6 +72,14 @@ class Telemetry:
             self._drain_transitions()
         r.trace.finish(r, overhead, log_prompts=self._log_prompts)
 
+    def count_prompt_log(self, result: str, records: int) -> None:
+        """Audit-log records written, dropped or failed (`shared.promptlog`)."""
+        self._totals.count("gateway.promptlog.records", (result,), records)
+
+    def count_content_safety(self, result: str, deployment: str) -> None:
+        """One Content Safety check's result (`shared.contentsafety`)."""
+        self._totals.count("gateway.content_safety.checks", (result, deployment))
+
     def record_probes(self, report: Mapping[str, Mapping[str, object]]) -> None:
         """Count one round of health probes (`shared.probe.probe_all`'s report)."""
         self._totals.add_probes(report)

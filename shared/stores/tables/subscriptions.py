@@ -20,6 +20,8 @@ from shared.models import (
     SubscriptionState,
     UserKey,
     UserLimits,
+    prompt_log_from_json,
+    prompt_log_to_json,
 )
 from shared.stores.tables.account import CAS_ATTEMPTS, SAFE_KEY, TableAccount, TableRows, if_match
 
@@ -49,6 +51,7 @@ def subscription_to_json(sub: Subscription) -> str:
             "auth_modes": sorted(m.value for m in sub.auth_modes),
             "user_limits": sub.user_limits.as_json() if sub.user_limits else None,
             "budget": sub.budget.as_json() if sub.budget else None,
+            "prompt_log": prompt_log_to_json(sub.prompt_log),
         },
         separators=(",", ":"),
     )
@@ -103,6 +106,7 @@ def subscription_from_json(text: str) -> Subscription:
         auth_modes=frozenset(AuthMode(m) for m in raw["auth_modes"]) if "auth_modes" in raw else frozenset(AuthMode),
         user_limits=_user_limits_of(raw.get("user_limits")),
         budget=_budget_of(raw.get("budget")),
+        prompt_log=prompt_log_from_json(raw.get("prompt_log")),
     )
 
 
