@@ -67,6 +67,7 @@ async def _serve(req: Request, entry_name: str) -> Response:
         gateway = await get_gateway()
         if gateway.settings.running_in_azure and not _exit_flush_installed:
             _install_exit_flush()
+            install_filter(as_json=gateway.settings.log_json)  # the worker's handlers: one safe line per record
         from shared.surface import limit_for  # noqa: PLC0415
 
         # Uploads (audio, image edits, files) have limits of their own, above GATEWAY_MAX_BODY_BYTES.
@@ -154,6 +155,11 @@ async def usage(req: Request) -> Response:
     return await _serve(req, "usage")
 
 
+@app.route(route="openapi.json", methods=["GET"])
+async def openapi(req: Request) -> Response:
+    return await _serve(req, "openapi")
+
+
 @app.route(route="metrics", methods=["GET"])
 async def metrics(req: Request) -> Response:
     return await _serve(req, "metrics")
@@ -175,8 +181,9 @@ async def probe_backends(timer: func.TimerRequest) -> None:
     from shared.gateway import get_gateway  # noqa: PLC0415 - lazy: cold start
     from shared.probe import probe_all  # noqa: PLC0415
 
-    install_filter()
     gateway = await get_gateway()
+    if gateway.settings.running_in_azure:
+        install_filter(as_json=gateway.settings.log_json)
     gateway.telemetry.record_probes(await probe_all(gateway))
 
 

@@ -37,6 +37,46 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
+def envelope(message: str, code: str, kind: str) -> bytes:
+    return json.dumps({"error": {"message": message, "type": kind, "code": code, "param": None}}).encode()
+
+
+def _clip(value: str, limit: int = 200) -> str:
+    from shared.logs import clip  # noqa: PLC0415 - the host loads the gateway's modules lazily
+
+    return clip(value, limit)
+
+
+def _envelope_400(self: Any, msg: str) -> None:
+    """uvicorn's answer to a request it cannot parse, in the envelope rather than plain text.
+
+    The server answers these itself, before the app is called (the request line or headers do not parse,
+    so there is no request to hand over); what it can still do is say so in the envelope. Written to the
+    transport directly, as uvicorn's own `send_400_response` does, and the connection closed.
+    """
+    body = envelope(f"Malformed HTTP request: {msg}", "malformed_request", "invalid_request_error")
+    head = (
+        b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+        b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n"
+    )
+    self.transport.write(head + body)
+    self.transport.close()
+
+
+def envelope_protocol(kind: str = "httptools") -> type[Any]:
+    """uvicorn's HTTP protocol (`httptools` or `h11`) with its malformed-request answer in the envelope.
+
+    Passed to `uvicorn.Config(http=...)`; uvicorn is imported here, not when the host module loads.
+    """
+    if kind == "h11":
+        from uvicorn.protocols.http.h11_impl import H11Protocol  # noqa: PLC0415
+
+        return type("EnvelopeH11Protocol", (H11Protocol,), {"send_400_response": _envelope_400})
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # noqa: PLC0415
+
+    return type("EnvelopeHttpToolsProtocol", (HttpToolsProtocol,), {"send_400_response": _envelope_400})
+
+
 def load_local_settings(path: Path = ROOT / "local.settings.json") -> list[str]:
     """Put `Values` from local.settings.json into the environment (existing variables win), as `func start` does."""
     if not path.exists():
@@ -165,6 +205,7 @@ class LocalHost:
         from starlette.responses import Response  # noqa: PLC0415
 
         path, method = scope["path"], scope["method"]
+        allowed: set[str] = set()
         for function in self.http:
             match = function.route.match(path)
             if match and method in function.methods:
@@ -172,8 +213,22 @@ class LocalHost:
                 response = await function.handler(Request(scope, receive))
                 await response(scope, receive, send)
                 return
-        # What the Functions host itself answers for a path no function claims.
-        await Response(status_code=404)(scope, receive, send)
+            if match:
+                allowed |= function.methods
+        # The Functions host answers these itself, with a bare 404, before any function runs: a method outside
+        # the seven a function can register (TRACE, PROPFIND, ...) or one the route does not list. Here the
+        # stand-in answers them in the envelope instead (405 when the path exists), so local callers and the
+        # fuzz suite see one error shape; README "Local host" says what differs in Azure.
+        status, code = (405, "method_not_allowed") if allowed else (404, "route_not_found")
+        from shared.logs import request_id_from  # noqa: PLC0415
+
+        request_headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = {"content-type": "application/json", "x-request-id": request_id_from(request_headers)}
+        if allowed:
+            headers["allow"] = ", ".join(sorted(allowed))
+        message = f"{_clip(method, 20)} {_clip(path)} is not served here."
+        body = envelope(message, code, "invalid_request_error")
+        await Response(body, status_code=status, headers=headers)(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -241,12 +296,12 @@ def main(argv: list[str] | None = None) -> None:
     from shared.config import get_settings  # noqa: PLC0415
     from shared.errors import ConfigError  # noqa: PLC0415
 
-    logs.configure(args.log_level)
     try:
-        get_settings()
+        settings = get_settings()
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         raise SystemExit(2) from None
+    logs.configure(args.log_level, as_json=settings.log_json)
     port = args.port or int(os.environ.get("PORT") or 7071)
     host = LocalHost(args.app)
     print(f"local Functions host serving {args.app} on http://{args.host}:{port}", flush=True)
@@ -259,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
         host=args.host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=envelope_protocol("httptools"),
         access_log=False,
         log_config=None,
         lifespan="on",

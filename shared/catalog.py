@@ -58,6 +58,12 @@ CATALOG: tuple[Setting, ...] = (
     Setting("GATEWAY_ENTRA_ADMIN_ROLE", "Gateway.Admin", "App role that may use the whole admin API."),
     Setting("GATEWAY_ENTRA_READER_ROLE", "Gateway.Reader", "App role that may use the admin API's GET views."),
     Setting("GATEWAY_MAX_BODY_BYTES", "4194304", "Largest request body accepted; larger answers 413."),
+    Setting(
+        "GATEWAY_BODY_LIMITS",
+        "{}",
+        'JSON per-operation body limits in bytes, over the defaults {"chat/completions": 1048576, "embeddings": '
+        "1048576}; each at most GATEWAY_MAX_BODY_BYTES. Larger answers 413 before anything is forwarded.",
+    ),
     Setting("GATEWAY_MAX_ATTEMPTS", "3", "Backend attempts per request, failovers included."),
     Setting(
         "GATEWAY_DEFAULT_THROTTLE_SECONDS",
@@ -81,6 +87,17 @@ CATALOG: tuple[Setting, ...] = (
     Setting("GATEWAY_STORAGE__clientId", None, "Client id of the user-assigned identity for Table Storage."),
     Setting("GATEWAY_TABLE_PREFIX", "gw", "Prefix of the gateway's table names."),
     Setting("GATEWAY_KEY_CACHE_SECONDS", "10", "How long a subscription lookup is cached per instance."),
+    Setting(
+        "GATEWAY_KEY_STALE_SECONDS",
+        "300",
+        "How long past GATEWAY_KEY_CACHE_SECONDS a cached key lookup is still served while it is refreshed in the "
+        "background, so slow storage never delays a request for a known key.",
+    ),
+    Setting(
+        "GATEWAY_STORAGE_TIMEOUT_SECONDS",
+        "2",
+        "Longest wait for one Table Storage call (retries included); then the call counts as storage unavailable.",
+    ),
     Setting(
         "GATEWAY_DEFAULT_COMPLETION_TOKENS",
         "1024",
@@ -128,6 +145,11 @@ CATALOG: tuple[Setting, ...] = (
         "GATEWAY_AFFINITY_DAYS",
         "30",
         "How long the backend of a stored response, file or batch is remembered (calls naming it go there).",
+    ),
+    Setting(
+        "GATEWAY_LOG_FORMAT",
+        "auto",
+        "`json` (one JSON object per log line), `text`, or `auto`: JSON in Azure, text locally.",
     ),
     Setting(
         "GATEWAY_BUDGET_SYNC_SECONDS",

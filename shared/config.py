@@ -21,9 +21,13 @@ from shared.catalog import BY_NAME
 from shared.contentsafety.config import ContentSafetyConfig, parse_content_safety_config
 from shared.entra.config import EntraConfig, parse_entra_config
 from shared.errors import ConfigError
+from shared.logs import wants_json
 from shared.promptlog.config import PromptLogConfig, parse_prompt_log_config
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# Per operation (GATEWAY_BODY_LIMITS): a chat or embeddings body beyond 1 MiB is almost always a mistake, and
+# Azure OpenAI's own limits are lower than the gateway's read ceiling; uploads will get larger ones.
+DEFAULT_BODY_LIMITS: Mapping[str, int] = MappingProxyType({"chat/completions": 1 << 20, "embeddings": 1 << 20})
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,12 +126,15 @@ class Settings:
     admin_key_enabled: bool = True  # false: only Entra tokens with the admin (or reader) role reach the admin API
     entra: EntraConfig | None = None
     max_body_bytes: int = 4 * 1024 * 1024
+    body_limits: Mapping[str, int] = field(default_factory=lambda: MappingProxyType(dict(DEFAULT_BODY_LIMITS)))
     max_attempts: int = 3
     default_throttle_seconds: float = 10.0
     breaker: BreakerPolicy = BreakerPolicy()
     storage: StorageConfig | None = None
     table_prefix: str = "gw"
     key_cache_seconds: float = 10.0
+    key_stale_seconds: float = 300.0
+    storage_timeout_seconds: float = 2.0
     default_completion_tokens: int = 1024
     limits_fail_closed: bool = False
     rate_window_seconds: int = 60
@@ -146,6 +153,7 @@ class Settings:
     budget_webhook_url: str | None = None
     budget_webhook_secret: str | None = None
     log_prompts: bool = False
+    log_json: bool = False
     metrics_endpoint: bool = False
     traces_per_second: float = 1.0
     appinsights_connection_string: str | None = None
@@ -157,6 +165,10 @@ class Settings:
     prompt_log: PromptLogConfig = field(default_factory=PromptLogConfig)
     blob_service_uri: str | None = None  # the audit log's blob service in Azure (managed identity)
     content_safety: ContentSafetyConfig | None = None
+
+    def body_limit(self, operation: str) -> int:
+        """The largest body this operation accepts (never more than what the HTTP layer reads)."""
+        return min(self.body_limits.get(operation, self.max_body_bytes), self.max_body_bytes)
 
     @property
     def deployments(self) -> frozenset[str]:
@@ -415,6 +427,32 @@ def _parse_prices(r: _Reader) -> Mapping[str, TokenPrices]:
     return MappingProxyType(prices)
 
 
+def _log_json(r: _Reader, env: Mapping[str, str]) -> bool:
+    choice = (r.raw("GATEWAY_LOG_FORMAT") or "auto").lower()
+    if choice not in ("auto", "json", "text"):
+        r.problems.append("GATEWAY_LOG_FORMAT: json, text or auto")
+    return wants_json(choice, running_in_azure=bool(env.get("WEBSITE_INSTANCE_ID") or env.get("WEBSITE_SITE_NAME")))
+
+
+def _parse_body_limits(r: _Reader) -> Mapping[str, int]:
+    raw = r.json("GATEWAY_BODY_LIMITS")
+    limits = dict(DEFAULT_BODY_LIMITS)
+    if raw is None:
+        return MappingProxyType(limits)
+    if not isinstance(raw, dict):
+        r.problems.append('GATEWAY_BODY_LIMITS: a JSON object such as {"chat/completions": 1048576}')
+        return MappingProxyType(limits)
+    for operation, value in raw.items():
+        if operation not in DEFAULT_BODY_LIMITS:
+            known = ", ".join(DEFAULT_BODY_LIMITS)
+            r.problems.append(f"GATEWAY_BODY_LIMITS: unknown operation {operation!r} ({known})")
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 1024:
+            r.problems.append(f"GATEWAY_BODY_LIMITS[{operation}]: a whole number of bytes, at least 1024")
+        else:
+            limits[operation] = value
+    return MappingProxyType(limits)
+
+
 def _webhook_url(r: _Reader) -> str | None:
     url = r.raw("GATEWAY_BUDGET_WEBHOOK_URL") or None
     if url is None:
@@ -438,12 +476,15 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         admin_key_enabled=r.flag("GATEWAY_ADMIN_KEY_ENABLED"),
         entra=parse_entra_config(r.raw, r.problems),
         max_body_bytes=int(r.number("GATEWAY_MAX_BODY_BYTES", minimum=1024, integer=True)),
+        body_limits=_parse_body_limits(r),
         max_attempts=int(r.number("GATEWAY_MAX_ATTEMPTS", minimum=1, integer=True)),
         default_throttle_seconds=r.number("GATEWAY_DEFAULT_THROTTLE_SECONDS", minimum=0.1),
         breaker=_parse_breaker(r),
         storage=_parse_storage(r),
         table_prefix=r.raw("GATEWAY_TABLE_PREFIX") or "gw",
         key_cache_seconds=r.number("GATEWAY_KEY_CACHE_SECONDS", minimum=0),
+        key_stale_seconds=r.number("GATEWAY_KEY_STALE_SECONDS", minimum=0),
+        storage_timeout_seconds=r.number("GATEWAY_STORAGE_TIMEOUT_SECONDS", minimum=0.1),
         default_completion_tokens=int(r.number("GATEWAY_DEFAULT_COMPLETION_TOKENS", minimum=1, integer=True)),
         limits_fail_closed=r.flag("GATEWAY_LIMITS_FAIL_CLOSED"),
         rate_window_seconds=_rate_window(r),
@@ -462,6 +503,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         budget_webhook_url=_webhook_url(r),
         budget_webhook_secret=r.raw("GATEWAY_BUDGET_WEBHOOK_SECRET") or None,
         log_prompts=r.flag("GATEWAY_LOG_PROMPTS"),
+        log_json=_log_json(r, env),
         metrics_endpoint=r.flag("GATEWAY_METRICS_ENDPOINT"),
         traces_per_second=r.number("GATEWAY_TRACES_PER_SECOND", minimum=0),
         appinsights_connection_string=r.raw("APPLICATIONINSIGHTS_CONNECTION_STRING"),

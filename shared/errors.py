@@ -26,7 +26,7 @@ aiohttp in `shared.upstream`, azure-core in `shared.stores.tables` and
      │    ├── BackendError             502  (a backend failed after the stream began)
      │    ├── NoBackendAvailable       503  (no healthy backend for the deployment)
      │    ├── AffinityUnavailable      503  (the one backend holding a stored object is down)
-     │    └── ServiceUnavailable       503  (the gateway itself cannot serve: config, storage)
+     │    └── ServiceUnavailable       503  (the gateway itself cannot serve: config, storage; with Retry-After)
      ├── ConfigError                   invalid settings; every problem listed; stops the start
      ├── StoreUnavailable              a state store failed or timed out; stages degrade
      ├── EmbeddingUnavailable          the cache's embedder failed; the cache is bypassed
@@ -218,6 +218,18 @@ def retry_after_headers(seconds: float) -> dict[str, str]:
     """Retry-After in whole seconds (rounded up, at least 1) and retry-after-ms, as Azure OpenAI sends them."""
     ms = max(1, int(seconds * 1000 + 0.999))
     return {"Retry-After": str(max(1, (ms + 999) // 1000)), "retry-after-ms": str(ms)}
+
+
+STORAGE_RETRY_SECONDS = 5.0
+
+
+def storage_unavailable(exc: StoreUnavailable | None = None) -> ServiceUnavailable:
+    """What a caller sees when a route needs storage that failed or timed out: 503 with Retry-After, never a 500."""
+    return ServiceUnavailable(
+        "The gateway's storage is unavailable right now; retry shortly.",
+        code="storage_unavailable",
+        headers=retry_after_headers(STORAGE_RETRY_SECONDS),
+    )
 
 
 # When nothing better is known (no breaker, throttle or storage retry is scheduled), a 503 still says when to

@@ -72,7 +72,11 @@ class Gateway:
                 self.tokens, self.stores.subscriptions, clock, cache_seconds=settings.key_cache_seconds
             )
         self.authenticator = Authenticator(
-            self.stores.subscriptions, clock, cache_seconds=settings.key_cache_seconds, tokens=entra_callers
+            self.stores.subscriptions,
+            clock,
+            cache_seconds=settings.key_cache_seconds,
+            stale_seconds=settings.key_stale_seconds,
+            tokens=entra_callers,
         )
         self.breakers = BreakerBoard(
             settings.breaker,
@@ -210,6 +214,7 @@ class Gateway:
         await self.ledger.close()  # before the session and stores it writes through
         await self.budgets.close()
         await self.prompt_log.close()  # the records of the streams just settled included
+        await self.authenticator.close()
         await asyncio.to_thread(self.telemetry.shutdown)  # the last export blocks on HTTP
         if self.cache is not None:
             await self.cache.close()

@@ -1,6 +1,7 @@
 """The gateway's HTTP entries by name, as `function_app.py` calls them, and the health and metrics answers.
 
-`serve` is the one place a `GatewayError` raised by any entry becomes its envelope response.
+`serve` is the one place a `GatewayError` raised by any entry becomes its envelope response, and a
+storage failure (`StoreUnavailable`, a timeout included) a 503 with Retry-After.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from shared import api, deployments, pages, pipeline
 from shared.admin import http as admin_http
 from shared.admin import usage
 from shared.admin.access import authorize
-from shared.errors import GatewayError, NotFound, error_response
+from shared.errors import GatewayError, NotFound, StoreUnavailable, error_response, storage_unavailable
 from shared.gateway import Gateway
 from shared.models import GatewayRequest, GatewayResponse
 
@@ -36,6 +37,14 @@ async def metrics(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
         raise NotFound("Metrics are not collected here: set GATEWAY_METRICS_ENDPOINT=true.", code="metrics_off")
     body = gateway.telemetry.prometheus().encode()
     return GatewayResponse(200, {"content-type": PROMETHEUS_TEXT, "x-request-id": request.request_id}, body)
+
+
+async def openapi(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
+    """`GET /openapi.json`: the gateway's own routes described (no secrets in it, so no key needed)."""
+    from shared.openapi import description  # noqa: PLC0415 - built on first ask
+
+    body = json.dumps(description(gateway.settings)).encode()
+    return GatewayResponse(200, {"content-type": "application/json", "x-request-id": request.request_id}, body)
 
 
 async def openai_api(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
@@ -64,12 +73,15 @@ ENTRIES: dict[str, Entry] = {
     "usage": usage.handle_subscription,
     "admin_usage": usage.handle_admin,
     "metrics": metrics,
+    "openapi": openapi,
 }
 
 
 async def serve(entry: str, gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
-    """Call the named entry; an error it raises is answered in the envelope."""
+    """Call the named entry; an error it raises is answered in the envelope, a storage failure as 503."""
     try:
         return await ENTRIES[entry](gateway, request)
     except GatewayError as exc:
         return error_response(exc, request.request_id)
+    except StoreUnavailable as exc:
+        return error_response(storage_unavailable(exc), request.request_id)

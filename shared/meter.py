@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from shared.ledger import price
 from shared.limits.limiter import Admission, Limiter
+from shared.logs import clip
 from shared.models import Usage
 from shared.outcomes import RequestRecord
 
@@ -154,7 +155,7 @@ class Meter:
             record.status,
             record.outcome.value,
             record.caller.subscription_id if record.caller else "-",
-            record.deployment or "-",
+            clip(record.deployment or "-"),
             record.backend or "-",
             len(record.attempts),
             usage.prompt_tokens,

@@ -31,15 +31,17 @@ from shared.errors import (
     QuotaExceeded,
     RateLimited,
     ServiceUnavailable,
+    StoreUnavailable,
     Unauthorized,
     error_response,
     retry_after_headers,
+    storage_unavailable,
 )
 from shared.gateway import Gateway
 from shared.limits.estimate import estimate_call
 from shared.limits.limiter import Admission
 from shared.limits.users import with_end_user
-from shared.logs import request_id_var
+from shared.logs import clip, request_id_var
 from shared.meter import SentContent, prompt_of
 from shared.models import DEFAULT_API_VERSION, Caller, GatewayRequest, GatewayResponse, Operation, Usage
 from shared.outcomes import Outcome, RequestRecord
@@ -103,10 +105,11 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
         with trace.stage("auth"):
             caller = with_end_user(await gw.authenticator.authenticate(request.headers), request)
         record.caller = caller
+        limit = surface.body_limit(route.spec, gw.settings)
         if operation in (Operation.CHAT, Operation.EMBEDDINGS):
-            call = api.parse(request, operation, route.deployment, gw.settings.max_body_bytes)
+            call = api.parse(request, operation, route.deployment, limit)
         else:
-            call = surface.parse(request, route, surface.body_limit(route.spec, gw.settings))
+            call = surface.parse(request, route, limit)
         streamed = call.stream or route.spec.relay is Relay.BINARY
         record.deployment, record.streamed = call.deployment or None, streamed
         if gw.settings.log_prompts and route.spec.body is Body.JSON:
@@ -161,12 +164,15 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
         if isinstance(result, Exhausted):
             raise result.error
     except GatewayError as exc:
-        record.status, record.outcome, record.error = exc.status, _outcome_of(exc), exc.code
-        if record.request_body is not None:
-            record.completion = exc.envelope()
-        record.seconds = time.perf_counter() - started
-        await gw.meter.finish(record, admission)
-        return error_response(exc, request.request_id, admission.headers if admission else None)
+        return await _failed(gw, exc, record, admission, started)
+    except StoreUnavailable as exc:
+        return await _failed(gw, storage_unavailable(exc), record, admission, started)
+    except Exception:
+        # A bug, not a caller's error: still answered in the envelope and, above all, metered, so the
+        # reservation taken for this request is given back rather than held until the window ends.
+        log.exception("unhandled error in the pipeline")
+        error = GatewayError("The gateway failed to handle this request.")
+        return await _failed(gw, error, record, admission, started)
 
     record.backend, record.region = result.backend, result.region
     record.status = result.status
@@ -179,7 +185,10 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
     if lookup is not None:
         headers.update(lookup.headers)
     if result.stream is None:
-        answer = _answer(result.body, result.headers.get("content-type", "")) if result.status == 200 else None
+        body = result.body
+        if result.status >= 400:
+            body = upstream_error_body(result.status, body, headers)
+        answer = _answer(body, result.headers.get("content-type", "")) if result.status == 200 else None
         record.usage = _usage_of(answer) if operation in METERED else None
         if operation is Operation.RESPONSES_RETRIEVE:
             record.usage = await lateusage.background_usage(gw, caller, answer, result.backend)
@@ -193,8 +202,8 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
         record.seconds = time.perf_counter() - started
         await gw.meter.finish(record, admission)
         if gw.cache is not None and lookup is not None:
-            gw.cache.save(lookup, result.status, result.body, answer)
-        return GatewayResponse(result.status, headers, result.body)
+            gw.cache.save(lookup, result.status, body, answer)
+        return GatewayResponse(result.status, headers, body)
     headers["cache-control"] = "no-cache"
     if result.stream.object_id is not None and call.body.get("store") is not False:
         # Pinned before the caller sees the id, so a follow-up sent at once finds its backend.
@@ -212,10 +221,10 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
 
 def _check_deployment(gw: Gateway, caller: Caller, deployment: str) -> None:
     if not gw.router.knows(deployment):
-        raise NotFound(f"The deployment '{deployment}' does not exist.", code="DeploymentNotFound")
+        raise NotFound(f"The deployment '{clip(deployment)}' does not exist.", code="DeploymentNotFound")
     if not caller.may_use(deployment):
         raise Forbidden(
-            f"This subscription may not use the deployment '{deployment}'.",
+            f"This subscription may not use the deployment '{clip(deployment)}'.",
             code="deployment_not_allowed",
         )
 
@@ -355,6 +364,40 @@ async def _list_everywhere(
     record.seconds = time.perf_counter() - started
     await gw.meter.finish(record, admission)
     return GatewayResponse(200, headers, json.dumps(body, separators=(",", ":")).encode())
+
+
+async def _failed(
+    gw: Gateway,
+    exc: GatewayError,
+    record: RequestRecord,
+    admission: Admission | None,
+    started: float,
+) -> GatewayResponse:
+    record.status, record.outcome, record.error = exc.status, _outcome_of(exc), exc.code
+    if record.request_body is not None:
+        record.completion = exc.envelope()
+    record.seconds = time.perf_counter() - started
+    await gw.meter.finish(record, admission)
+    return error_response(exc, record.request_id, admission.headers if admission else None)
+
+
+def upstream_error_body(status: int, body: bytes, headers: dict[str, str]) -> bytes:
+    """A backend's error as the caller sees it: its own envelope when it sent one, else ours with its status.
+
+    Backends (and the proxies in front of them) answer some errors in plain text or HTML (a 413 from a
+    front door, a 502 from a load balancer); a caller's SDK expects the envelope on every error.
+    """
+    answer = _answer(body)
+    if answer is not None and isinstance(answer.get("error"), dict):
+        return body
+    for name in [n for n in headers if n.lower() in ("content-type", "content-length", "content-encoding")]:
+        del headers[name]
+    headers["content-type"] = "application/json"
+    text = body.decode("utf-8", errors="replace").strip()
+    message = f"The backend answered {status}" + (f": {clip(text)}" if text else ".")
+    error = GatewayError(message, code=f"backend_{status}")
+    error.type = "invalid_request_error" if status < 500 else "server_error"
+    return error.body()
 
 
 async def _metered(

@@ -207,8 +207,8 @@ def route(request: GatewayRequest) -> Route:
 
 
 def body_limit(spec: Spec, settings: Settings) -> int:
-    """The largest body an operation takes: uploads their own limit, JSON bodies GATEWAY_MAX_BODY_BYTES."""
-    return spec.max_body if spec.max_body is not None else settings.max_body_bytes
+    """The largest body an operation takes: uploads their own limit, JSON bodies GATEWAY_BODY_LIMITS or the maximum."""
+    return spec.max_body if spec.max_body is not None else settings.body_limit(spec.operation.value)
 
 
 def limit_for(method: str, path: str, settings: Settings, *, ceiling: int) -> int:

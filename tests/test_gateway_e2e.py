@@ -458,8 +458,16 @@ def test_a_request_every_backend_fails_opens_no_breaker(
         [backend("a", a.url), backend("b", b.url)],
         GATEWAY_BREAKER='{"failure_rate": 0.5, "min_requests": 3, "window_seconds": 30}',
     )
+    # The lone surrogate that made Azure answer 500 no longer reaches a backend: the gateway refuses it (400).
+    status, _, payload = raw(gw, CHAT_PATH, body=POISON, headers=AUTH)
+    assert status == 400
+    assert payload["error"]["code"] == "invalid_json"
+    assert calls(a) == calls(b) == 0
+    # A body both backends fail all the same (a poison the gateway cannot recognise) is played by faults.
+    a.set_faults(error_rate=1.0, error_status=500, count=10)
+    b.set_faults(error_rate=1.0, error_status=500, count=10)
     for _ in range(10):
-        status, headers, payload = raw(gw, CHAT_PATH, body=POISON, headers=AUTH)
+        status, headers, payload = raw(gw, CHAT_PATH, body=json.dumps({"messages": MESSAGES}).encode(), headers=AUTH)
         assert status == 503
         assert int({k.lower(): v for k, v in headers.items()}["retry-after"]) >= 1
         assert "may be the request itself" in payload["error"]["message"]

@@ -63,7 +63,10 @@ def stats_report(gateway: Gateway) -> dict[str, Any]:
         "instance": gateway.instance_id,
         "storage": gateway.stores.stats(),
         "limits": gateway.limiter.stats(),
-        "auth": {"stale_answers": gateway.authenticator.stale_answers},
+        "auth": {
+            "stale_answers": gateway.authenticator.stale_answers,
+            "refreshes": gateway.authenticator.refreshes,
+        },
         "breakers": {"shared": gateway.breakers.store_healthy},
         # Attempts given up at a timeout: the backend may still complete and bill them.
         "abandoned": gateway.meter.abandoned.report(),

@@ -22,12 +22,14 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from shared import jsonbody
 from shared.admin.access import authorize
 from shared.admin.audit import DEFAULT_LIMIT, AuditTrail
 from shared.admin.backends import backends_report, stats_report
 from shared.admin.subscriptions import SubscriptionAdmin
 from shared.clock import parse_instant
 from shared.errors import BadRequest, MethodNotAllowed, NotFound
+from shared.logs import clip
 from shared.models import GatewayRequest, GatewayResponse
 
 if TYPE_CHECKING:
@@ -43,13 +45,7 @@ def _json(status: int, payload: Any, request_id: str) -> GatewayResponse:
 def _body(request: GatewayRequest) -> dict[str, Any]:
     if not request.body:
         return {}
-    try:
-        body = json.loads(request.body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadRequest("The request body is not valid JSON.", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise BadRequest("The request body must be a JSON object.", code="invalid_json")
-    return body
+    return jsonbody.load_object(request.body)
 
 
 def _limit(text: str | None) -> int:
@@ -81,7 +77,7 @@ async def handle(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
             return _json(201, created, rid)
         if method == "GET":
             return _json(200, {"data": await service.list()}, rid)
-        raise MethodNotAllowed(f"{method} is not supported here.", headers={"Allow": "GET, POST"})
+        raise MethodNotAllowed(f"{clip(method, 20)} is not supported here.", headers={"Allow": "GET, POST"})
     if len(parts) == 2 and parts[0] == "subscriptions":
         if method == "GET":
             shown = await service.show(parts[1])
@@ -100,10 +96,10 @@ async def handle(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
             gateway.authenticator.forget()
             await audit.record(actor, "delete", route, parts[1])
             return GatewayResponse(204, {"x-request-id": rid})
-        raise MethodNotAllowed(f"{method} is not supported here.", headers={"Allow": "GET, PATCH, DELETE"})
+        raise MethodNotAllowed(f"{clip(method, 20)} is not supported here.", headers={"Allow": "GET, PATCH, DELETE"})
     if len(parts) == 3 and parts[0] == "subscriptions" and parts[2] == "regenerate":
         if method != "POST":
-            raise MethodNotAllowed(f"{method} is not supported here.", headers={"Allow": "POST"})
+            raise MethodNotAllowed(f"{clip(method, 20)} is not supported here.", headers={"Allow": "POST"})
         which = _body(request).get("key", "primary")
         result = await service.regenerate(parts[1], str(which))
         gateway.authenticator.forget()
@@ -111,21 +107,21 @@ async def handle(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
         return _json(200, result, rid)
     if parts == ["backends"]:
         if method != "GET":
-            raise MethodNotAllowed(f"{method} is not supported here.", headers={"Allow": "GET"})
+            raise MethodNotAllowed(f"{clip(method, 20)} is not supported here.", headers={"Allow": "GET"})
         return _json(200, await backends_report(gateway), rid)
     if parts == ["stats"]:
         if method != "GET":
-            raise MethodNotAllowed(f"{method} is not supported here.", headers={"Allow": "GET"})
+            raise MethodNotAllowed(f"{clip(method, 20)} is not supported here.", headers={"Allow": "GET"})
         return _json(200, stats_report(gateway), rid)
     if len(parts) == 2 and parts[0] == "requests":
         if method != "GET":
-            raise MethodNotAllowed(f"{method} is not supported here.", headers={"Allow": "GET"})
+            raise MethodNotAllowed(f"{clip(method, 20)} is not supported here.", headers={"Allow": "GET"})
         at, hours = lookup_window(request.query.get("at"), request.query.get("hours"))
         found = await gateway.prompt_log.find(parts[1], at=at, hours=hours)
         if found is None:
-            raise NotFound(f"No audit-log record of request {parts[1]}.", code="record_not_found")
+            raise NotFound(f"No audit-log record of request {clip(parts[1])}.", code="record_not_found")
         return _json(200, found, rid)
-    raise NotFound(f"No such admin route: {method} {request.path}", code="route_not_found")
+    raise NotFound(f"No such admin route: {clip(method, 20)} {clip(request.path)}", code="route_not_found")
 
 
 def lookup_window(at: str | None, hours: str | None) -> tuple[float | None, int | None]:

@@ -11,12 +11,12 @@ import re
 import secrets
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 from shared.auth import hash_key, new_key
-from shared.clock import parse_instant
+from shared.clock import iso_or_none, parse_instant
 from shared.errors import BadRequest, Conflict, NotFound
+from shared.logs import clip
 from shared.models import (
     AuthMode,
     Budget,
@@ -32,6 +32,8 @@ from shared.models import (
 )
 from shared.stores.protocols import SubscriptionStore
 
+# Counters are Int64 in Table Storage and numbers in JSON readers: keep every limit an exact double.
+MAX_LIMIT = 2**53 - 1
 _LIMIT_FIELDS = ("tokens_per_minute", "requests_per_minute", "token_quota")
 _EDITABLE = {
     "name",
@@ -62,8 +64,8 @@ def _positive_or_none(fields: dict[str, Any], name: str) -> int | None:
     value = fields.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise BadRequest(f"'{name}' must be a positive integer or null.", param=name)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LIMIT:
+        raise BadRequest(f"'{name}' must be an integer from 1 to {MAX_LIMIT}, or null.", param=name)
     return value
 
 
@@ -101,7 +103,10 @@ def _expiry(value: Any) -> float | None:
     instant = parse_instant(value)
     if instant is not None:
         return instant
-    raise BadRequest("'expires_at' must be an ISO 8601 time, epoch seconds, or null.", param="expires_at")
+    raise BadRequest(
+        "'expires_at' must be an ISO 8601 time or epoch seconds between the years 2000 and 2200, or null.",
+        param="expires_at",
+    )
 
 
 def _deployments(value: Any) -> tuple[str, ...]:
@@ -227,13 +232,18 @@ def _prompt_log(value: Any) -> PromptLogScope | None:
 
 
 def public_view(sub: Subscription) -> dict[str, Any]:
-    """A subscription as the admin API shows it: never a key, never a hash."""
-    return {
+    """A subscription as the admin API shows it: never a key, never a hash.
+
+    Rendered defensively: a record stored before values were checked (an expiry of 1e300 or NaN) shows
+    its bad field as null, flagged, rather than making every listing fail.
+    """
+    expires_at = iso_or_none(sub.expires_at) if sub.expires_at is not None else None
+    view: dict[str, Any] = {
         "id": sub.id,
         "name": sub.name,
         "state": sub.state.value,
-        "created_at": datetime.fromtimestamp(sub.created_at, UTC).isoformat(),
-        "expires_at": datetime.fromtimestamp(sub.expires_at, UTC).isoformat() if sub.expires_at else None,
+        "created_at": iso_or_none(sub.created_at),
+        "expires_at": expires_at,
         "allowed_deployments": list(sub.allowed_deployments),
         "tokens_per_minute": sub.limits.tokens_per_minute,
         "requests_per_minute": sub.limits.requests_per_minute,
@@ -246,6 +256,9 @@ def public_view(sub: Subscription) -> dict[str, Any]:
         "budget": sub.budget.as_json() if sub.budget else None,
         "prompt_log": prompt_log_to_json(sub.prompt_log),
     }
+    if sub.expires_at is not None and expires_at is None:
+        view["invalid_fields"] = ["expires_at"]  # treated as expired by auth; PATCH it to repair the record
+    return view
 
 
 # --- the service ---------------------------------------------------------------------------
@@ -310,7 +323,7 @@ class SubscriptionAdmin:
     async def show(self, sub_id: str) -> dict[str, Any]:
         sub = await self._store.get(sub_id)
         if sub is None:
-            raise NotFound(f"No subscription {sub_id}.", code="subscription_not_found")
+            raise NotFound(f"No subscription {clip(sub_id)}.", code="subscription_not_found")
         return public_view(sub)
 
     async def update(self, sub_id: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -349,7 +362,7 @@ class SubscriptionAdmin:
         await self._identities_free(sub_id, identities)
         sub = await self._store.modify(sub_id, change)
         if sub is None:
-            raise NotFound(f"No subscription {sub_id}.", code="subscription_not_found")
+            raise NotFound(f"No subscription {clip(sub_id)}.", code="subscription_not_found")
         return public_view(sub)
 
     async def regenerate(self, sub_id: str, which: str) -> dict[str, Any]:
@@ -364,12 +377,12 @@ class SubscriptionAdmin:
 
         sub = await self._store.modify(sub_id, change)
         if sub is None:
-            raise NotFound(f"No subscription {sub_id}.", code="subscription_not_found")
+            raise NotFound(f"No subscription {clip(sub_id)}.", code="subscription_not_found")
         return {"id": sub.id, f"{which}_key": key}
 
     async def delete(self, sub_id: str) -> None:
         if not await self._store.delete(sub_id):
-            raise NotFound(f"No subscription {sub_id}.", code="subscription_not_found")
+            raise NotFound(f"No subscription {clip(sub_id)}.", code="subscription_not_found")
 
 
 async def ensure_demo_subscription(store: SubscriptionStore, key: str) -> None:

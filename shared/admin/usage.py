@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 
 GROUPS = ("subscription", "deployment", "backend")
 DEFAULT_SPAN_SECONDS = 24 * HOUR
+# The longest range one report covers: a year and a bit, so a year-on-year report fits and a probe such as
+# from=2000&to=2199 cannot make the gateway read every row it ever wrote in one request.
+MAX_SPAN_SECONDS = 400 * 24 * HOUR
 
 
 @runtime_checkable
@@ -119,10 +122,12 @@ def report(rows: list[UsageRow], start: int, end: int, group_by: str) -> dict[st
 
 
 def parse_time(text: str, name: str) -> float:
-    """ISO 8601 (a date, or a time; UTC unless it says otherwise) or epoch seconds."""
+    """ISO 8601 (a date, or a time; UTC unless it says otherwise) or epoch seconds, in years 2000 to 2200."""
     instant = parse_instant(text)
     if instant is None:
-        raise BadRequest(f"'{name}' must be an ISO 8601 time or epoch seconds.", param=name)
+        raise BadRequest(
+            f"'{name}' must be an ISO 8601 time or epoch seconds between the years 2000 and 2200.", param=name
+        )
     return instant
 
 
@@ -135,6 +140,8 @@ def time_range(given_from: str | None, given_to: str | None, now: float) -> tupl
         end += HOUR
     if end <= start:
         raise BadRequest("'to' must be after 'from'.", param="to")
+    if end - start > MAX_SPAN_SECONDS:
+        raise BadRequest(f"A report covers at most {MAX_SPAN_SECONDS // (24 * HOUR)} days.", param="to")
     return start, end
 
 
@@ -235,5 +242,7 @@ async def handle_admin(gateway: Gateway, request: GatewayRequest) -> GatewayResp
         raise BadRequest("'group_by' must be subscription, deployment or backend.", param="group_by")
     start, end = time_range(request.query.get("from"), request.query.get("to"), gateway.clock.now())
     subscription = request.query.get("subscription") or None
+    if subscription is not None and len(subscription) > 200:
+        raise BadRequest("'subscription' is longer than 200 characters.", param="subscription")
     rows = await gateway.ledger.rows(start, end, subscription)
     return _json(200, report(rows, start, end, group_by), request.request_id)

@@ -68,6 +68,10 @@ class LimiterStats:
     local_leases: int = 0  # granted from this instance's own view while storage was unavailable
     store_failures: int = 0
     shared: bool = True  # false while limits are enforced per instance
+    # Every admission handed out and every one settled: equal whenever no request is in flight, which is
+    # how tests (and an operator, in /gateway/admin/stats) see that no path leaves a reservation open.
+    reservations: int = 0
+    settlements: int = 0
 
 
 class Limiter(Protocol):
@@ -83,14 +87,21 @@ class Limiter(Protocol):
 
 
 class NoLimits:
+    def __init__(self) -> None:
+        self.counters = LimiterStats()
+
     async def admit(self, caller: Caller, call: ApiCall) -> Admission:
+        self.counters.reservations += 1
         return Admission(caller, 0)
 
     async def settle(self, admission: Admission, used_tokens: int) -> None:
+        if not admission.settled:
+            self.counters.settlements += 1
         admission.settled = True
 
     def stats(self) -> dict[str, object]:
-        return {"kind": "none"}
+        c = self.counters
+        return {"kind": "none", "open_reservations": c.reservations - c.settlements}
 
 
 def _short_of(bucket: Bucket | None, tokens: int, requests: int) -> Bucket | None:
@@ -158,6 +169,7 @@ class SharedLimiter:
         if not has_rate and period is None:
             # Nothing to enforce: count the prompt only where a cut stream may need it charged.
             prompt = self._estimate(call, self._default_completion).prompt if call.stream else 0
+            self.counters.reservations += 1
             return Admission(caller, 0, prompt_estimate=prompt)
         estimate = self._estimate(call, self._default_completion)
         tokens = estimate.total
@@ -190,6 +202,7 @@ class SharedLimiter:
             if bucket is not None:
                 bucket.take(bucket_tokens, bucket_requests)
         self.counters.admitted += 1
+        self.counters.reservations += 1
         return Admission(
             caller,
             tokens,
@@ -203,6 +216,7 @@ class SharedLimiter:
         if admission.settled:
             return
         admission.settled = True
+        self.counters.settlements += 1
         if admission.user is not None:
             await self.settle(admission.user, used_tokens)
         delta = used_tokens - admission.reserved_tokens
@@ -279,6 +293,7 @@ class SharedLimiter:
             "returned_leases": c.returned_leases,
             "local_leases": c.local_leases,
             "store_failures": c.store_failures,
+            "open_reservations": c.reservations - c.settlements,
         }
 
     # --- leases ----------------------------------------------------------------------------------

@@ -106,7 +106,12 @@ def build_stores(
     from shared.stores.tables.subscriptions import TableSubscriptionStore  # noqa: PLC0415
 
     try:
-        account = TableAccount(settings.storage, prefix=settings.table_prefix, session=session)
+        account = TableAccount(
+            settings.storage,
+            prefix=settings.table_prefix,
+            session=session,
+            timeout_seconds=settings.storage_timeout_seconds,
+        )
     except ValueError as exc:
         raise ConfigError([str(exc)]) from None
     return Stores(

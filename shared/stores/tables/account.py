@@ -44,6 +44,9 @@ CAS_ATTEMPTS = 16
 # The limiter falls back to per-instance limits when storage is slow, so fail fast rather than retry long.
 _CLIENT_OPTIONS: dict[str, Any] = {"retry_total": 2, "retry_backoff_factor": 0.2, "retry_backoff_max": 2}
 _TIMEOUTS = {"connection_timeout": 3, "read_timeout": 5}
+# The whole call, retries included (GATEWAY_STORAGE_TIMEOUT_SECONDS): a storage account that accepts
+# connections and never answers must cost a request this long at most, not the SDK's retries times its timeouts.
+DEFAULT_TIMEOUT_SECONDS = 2.0
 
 
 @dataclass(slots=True)
@@ -61,12 +64,20 @@ class TableStats:
 class TableAccount:
     """The worker's one service client and the tables it has made sure exist; built on first use."""
 
-    def __init__(self, storage: StorageConfig, *, prefix: str, session: SessionProvider | None = None) -> None:
+    def __init__(
+        self,
+        storage: StorageConfig,
+        *,
+        prefix: str,
+        session: SessionProvider | None = None,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{0,40}", prefix):
             raise ValueError("GATEWAY_TABLE_PREFIX: letters and digits, starting with a letter")
         self._storage = storage
         self._prefix = prefix
         self._session = session
+        self._timeout = timeout_seconds
         self._service: TableServiceClient | None = None
         self._credential: AsyncTokenCredential | None = None
         self._tables: dict[str, TableClient] = {}
@@ -116,9 +127,16 @@ class TableAccount:
 
     @asynccontextmanager
     async def boundary(self, action: str) -> AsyncIterator[None]:
-        """Map azure-core failures to `StoreUnavailable`; callers catch the few answers they expect first."""
+        """Map azure-core failures and calls slower than the timeout to `StoreUnavailable`.
+
+        Callers catch the few answers they expect first.
+        """
         try:
-            yield
+            async with asyncio.timeout(self._timeout):
+                yield
+        except TimeoutError:
+            self.stats.unavailable += 1
+            raise StoreUnavailable(f"Table Storage {action}: no answer within {self._timeout:g} s") from None
         except AzureError as exc:
             if _table_missing(exc):
                 self._tables.clear()  # storage was reset under us: make sure of every table again
