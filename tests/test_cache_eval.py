@@ -135,3 +135,30 @@ def test_the_held_out_targets(held_out: list[verification.Judged]) -> None:
     assert false_hits == 0
     assert verification.upper_bound(false_hits, negatives) < verification.TARGET_UPPER_BOUND
     assert paraphrase_hits >= verification.TARGET_PARAPHRASE_HIT_RATE
+
+
+# ---- the second held-out part: the first was evaluated once and so became development data
+
+HELD_OUT2_SHA256 = "dc5af96f27b4583f1a83649749c09975bb1c3f18d1b8fa4c4f9943a7438b74b6"
+
+
+def test_the_second_held_out_part_is_the_one_committed_before_the_verifier_changed() -> None:
+    # Committed alone (its own commit), before the verifier and guard were changed; editing it burns it.
+    assert hashlib.sha256(verification.HELD_OUT2.read_bytes()).hexdigest() == HELD_OUT2_SHA256
+
+
+def test_the_second_held_out_part_is_large_enough_and_shares_no_prompt() -> None:
+    held = evaluate.load_pairs(verification.HELD_OUT2)
+    counts = Counter(p.kind for p in held)
+    assert counts["paraphrase"] >= 100
+    assert sum(counts[k] for k in NEW_CLASSES) >= 260
+    for kind in NEW_CLASSES:
+        assert counts[kind] >= 29, kind
+    assert set(counts) == {"paraphrase", *NEW_CLASSES}
+    assert all((p.label == "hit") == (p.kind == "paraphrase") for p in held)
+    assert len({(p.a, p.b) for p in held}) == len(held)
+    texts = {t for p in held for t in (p.a, p.b)}
+    others = sorted(f for f in evaluate.HERE.glob("*.jsonl") if f != verification.HELD_OUT2)
+    assert len(others) >= 4
+    earlier = {t for f in others for p in evaluate.load_pairs(f) for t in (p.a, p.b)}
+    assert not texts & earlier

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 DEV = evaluate.HERE / "verify_dev.jsonl"
 HELD_OUT = evaluate.HERE / "verify_holdout.jsonl"
+# The second held-out part: written and committed alone once the first was seen (which made it development data).
+HELD_OUT2 = evaluate.HERE / "verify_holdout2.jsonl"
 CLASSES = (
     "opposite",
     "sibling",
