@@ -107,9 +107,10 @@ def test_the_verification_sets_are_large_enough_and_split_before_tuning() -> Non
     assert not texts & {t for p in earlier for t in (p.a, p.b)}
 
 
-def test_the_verified_threshold_is_the_one_the_development_part_recommends() -> None:
+def test_the_verified_threshold_is_the_one_the_development_data_recommends() -> None:
     # Edit the development pairs or the verifier, and this says to rerun `python -m bench.cache_eval.evaluate`.
-    assert verification.recommended_threshold(verification.development()) == VERIFIED_SIMILARITY_THRESHOLD
+    # Development data: the development part and the burned held-out 1; the rule: no false hit there at all.
+    assert verification.recommended_threshold(verification.tuning()) == VERIFIED_SIMILARITY_THRESHOLD
 
 
 def test_clopper_pearson_upper_bounds() -> None:
@@ -118,17 +119,31 @@ def test_clopper_pearson_upper_bounds() -> None:
     assert verification.upper_bound(5, 5) == 1.0
 
 
+# The first round's threshold, at which held-out 1 was measured once (2 false hits, 43.6 % paraphrase hits).
+FIRST_ROUND_THRESHOLD = 0.74
+
+
 def test_the_held_out_part_stays_where_it_was_measured_once(held_out: list[verification.Judged]) -> None:
-    # A regression check at the figures measured once with the verifier frozen, not a target reached.
-    paraphrase_hits, _, false_hits = verification.rates(held_out, VERIFIED_SIMILARITY_THRESHOLD)
+    # A regression check at the figures measured once with the first verifier frozen, not a target reached; held-out 1
+    # is burned since (the second round was tuned on it), so passing here is no evidence of generalisation.
+    paraphrase_hits, _, false_hits = verification.rates(held_out, FIRST_ROUND_THRESHOLD)
     assert false_hits <= 2
     assert paraphrase_hits >= 0.43
-    for row in verification.rows(held_out, VERIFIED_SIMILARITY_THRESHOLD):
+    for row in verification.rows(held_out, FIRST_ROUND_THRESHOLD):
         if row.kind in ("opposite", "sibling", "role", "action", "number", "reversal", "entity"):
             assert row.hits == 0, row.kind
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12's held-out targets are not reached; see curve.md")
+def test_the_burned_held_out_part_has_no_false_hit_at_the_default_threshold(
+    held_out: list[verification.Judged],
+) -> None:
+    # Development data since the first round: the two leaks found there (a "non-compete" on both sides, a reworded
+    # place phrase) are fixed by the second round's rules, which were tuned looking at it.
+    _, _, false_hits = verification.rates(held_out, VERIFIED_SIMILARITY_THRESHOLD)
+    assert false_hits == 0
+
+
+@pytest.mark.xfail(strict=True, reason="held-out 1 (burned): 36 % paraphrase hits at 0.77, target 70 %; see curve.md")
 def test_the_held_out_targets(held_out: list[verification.Judged]) -> None:
     paraphrase_hits, _, false_hits = verification.rates(held_out, VERIFIED_SIMILARITY_THRESHOLD)
     negatives = sum(j.pair.label == "miss" for j in held_out)

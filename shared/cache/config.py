@@ -19,10 +19,12 @@ LOCAL_DIMENSIONS = 384
 # bench/cache_eval/pairs.jsonl. bench/cache_eval/curve.md records the curve it was read from;
 # `python -m bench.cache_eval.evaluate` redraws it.
 DEFAULT_SIMILARITY_THRESHOLD = 0.81
-# The same with verification on (shared.cache.verify, the default): chosen on the development pairs only
-# (bench/cache_eval/verify_dev.jsonl and pairs.jsonl) as the lowest threshold whose false hits there stay at or below
-# 0.5 %; `python -m bench.cache_eval.verification` shows the curve.
-VERIFIED_SIMILARITY_THRESHOLD = 0.74
+# The same with verification on (shared.cache.verify, the default): chosen on development data only
+# (bench/cache_eval/verify_dev.jsonl, pairs.jsonl and the burned first held-out part) as the lowest threshold with
+# no false hit there at all: safety first, a missed paraphrase costs one backend call. The one pair that needs it
+# above 0.74 is a question about the same subject asked differently ("how do I take a screenshot on a Mac" /
+# "where are screenshots saved", 0.761). `python -m bench.cache_eval.verification` shows the curve.
+VERIFIED_SIMILARITY_THRESHOLD = 0.77
 # Sampling parameters that change the answer, in the scope unless `vary_by` says otherwise.
 DEFAULT_VARY_BY = (
     "temperature",
