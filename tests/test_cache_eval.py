@@ -177,3 +177,33 @@ def test_the_second_held_out_part_is_large_enough_and_shares_no_prompt() -> None
     assert len(others) >= 4
     earlier = {t for f in others for p in evaluate.load_pairs(f) for t in (p.a, p.b)}
     assert not texts & earlier
+
+
+@pytest.fixture(scope="module")
+def held_out2() -> list[verification.Judged]:
+    return verification.held_out2()
+
+
+def test_held_out_2_stays_where_it_was_measured_once(held_out2: list[verification.Judged]) -> None:
+    # Measured once with the second verifier frozen (commit 745fc53), at the default threshold 0.77: 3 false hits of
+    # 279 (1.1 %, upper bound 2.8 %: an opposite said with filler words, a reworded opposite, a reworded role) and
+    # 57 of 107 paraphrases (53.3 %). A regression floor, not a target reached.
+    paraphrase_hits, _, false_hits = verification.rates(held_out2, VERIFIED_SIMILARITY_THRESHOLD)
+    assert false_hits <= 3
+    assert paraphrase_hits >= 0.53
+    for row in verification.rows(held_out2, VERIFIED_SIMILARITY_THRESHOLD):
+        if row.kind in ("sibling", "action", "place", "number", "negation", "entity", "reversal"):
+            assert row.hits == 0, row.kind
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="held-out 2, measured once: 3 false hits of 279 (upper bound 2.8 %) and 53.3 % paraphrase hits at 0.77; "
+    "at zero false hits (threshold 0.98) no paraphrase hits. Targets: 0 false hits, bound < 1.5 %, >= 70 %",
+)
+def test_the_held_out_2_targets(held_out2: list[verification.Judged]) -> None:
+    paraphrase_hits, _, false_hits = verification.rates(held_out2, VERIFIED_SIMILARITY_THRESHOLD)
+    negatives = sum(j.pair.label == "miss" for j in held_out2)
+    assert false_hits == 0
+    assert verification.upper_bound(false_hits, negatives) < verification.TARGET_UPPER_BOUND
+    assert paraphrase_hits >= verification.TARGET_PARAPHRASE_HIT_RATE
