@@ -56,6 +56,16 @@ THRESHOLDS = tuple(round(0.60 + 0.01 * i, 2) for i in range(31))  # 0.60 .. 0.90
 # development part and the burned held-out 1). Safety first: a missed paraphrase costs one backend call.
 MAX_DEV_FALSE_HIT_RATE = 0.0
 CONFIDENCE = 0.95
+# The one evaluation of held-out 2, with the second verifier frozen (commit 745fc53). The verifier was changed once
+# after it (quantity words are content: the worst leak), so held-out 2 is burned too and the figures the report
+# computes for it from then on are not a held-out measurement.
+HELD_OUT2_MEASURED_ONCE = (
+    "**Measured once** with the second verifier frozen (commit 745fc53), at 0.77: false hits 3 of 279 (1.1 %, "
+    "upper bound 2.8 %), paraphrase hits 57 of 107 (53.3 %); at zero false hits (0.98) no paraphrase hits. "
+    'After that evaluation one fix was made looking at it (quantity words such as "a lot" / "very little" are '
+    "content, no longer filler), so the figures below are of a verifier tuned on held-out 2 too: burned, not "
+    "evidence of generalisation."
+)
 # Targets on the held-out part (issue 12).
 TARGET_UPPER_BOUND = 0.015
 TARGET_PARAPHRASE_HIT_RATE = 0.70
@@ -279,8 +289,10 @@ def report(dev: Sequence[Judged], burned: Sequence[Judged], held: Sequence[Judge
             "",
             f"## Held-out 2 at {at:.2f}",
             "",
-            f"bench/cache_eval/verify_holdout2.jsonl, {len(held)} pairs, evaluated once with the second verifier "
-            f"frozen: paraphrase hits {_pct(para)} %, false hits {fh} of {n} ({_pct(fhr)} %, upper bound "
+            HELD_OUT2_MEASURED_ONCE,
+            "",
+            f"bench/cache_eval/verify_holdout2.jsonl, {len(held)} pairs, with the current verifier: "
+            f"paraphrase hits {_pct(para)} %, false hits {fh} of {n} ({_pct(fhr)} %, upper bound "
             f"{_pct(upper_bound(fh, n))} %). Targets: false hits 0 with the upper bound under "
             f"{100 * TARGET_UPPER_BOUND:.1f} %, paraphrase hits at least {100 * TARGET_PARAPHRASE_HIT_RATE:.0f} %. "
             + _safe_point(held),

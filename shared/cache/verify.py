@@ -92,14 +92,14 @@ _FUNCTION = _words(
     and or but if then so than as of at by for with about to from in on into onto within via per during
     not no never don doesn didn isn aren wasn weren won wouldn couldn shouldn can't cannot hasn haven hadn ain
     s t d ll ve re m
-    there here just also even still really actually exactly basically simply only quite very too much many lot lots
+    there here just also even still really actually exactly basically simply only quite very too
     please pls plz thanks thank hi hello hey ok okay question help
     way ways best easiest simplest fastest good great right proper correct correctly properly method methods step
     steps process procedure tip tips trick tricks secret advice idea ideas approach option options
     someone anyone somebody anybody something anything thing things stuff
     explain explanation tell know understand mean means meaning define definition describe
     possible able go going try trying usually typically normally generally ever
-    like kind sort type bit little
+    like kind sort type bit
     """
 )
 # Multi-word expressions folded to one token before anything else (longest first).
@@ -125,7 +125,10 @@ _PHRASES = (
     ("at home", ""),
     ("in general", ""),
     ("as well", ""),
-    ("a lot", ""),
+    ("a lot of", "much"),
+    ("a lot", "much"),
+    ("lots of", "much"),
+    ("very little", "little"),
     ("right now", ""),
     ("these days", ""),
 )
@@ -159,6 +162,8 @@ _SYNONYMS = (
     "photo picture pic image",
     "tv television",
     "tire tyre",
+    "much many",
+    "little few",
     "center centre middle",
     "carpet rug",
     "car vehicle automobile",
