@@ -294,7 +294,8 @@ NEAR_MISSES = {
     "sibling": ("How often should I groom my poodle?", "How often should I groom my beagle?"),
     "role": ("Can the lessor end a commercial lease early?", "Can the lessee end a commercial lease early?"),
     "action": ("How do I star a message in Slack?", "How do I snooze a message in Slack?"),
-    "place": ("I have a sharp pain in my upper back, what is it?", "I have a sharp pain in my left hip, what is it?"),
+    # (a place that stays above the stricter 0.77 default: "in my left hip" scores 0.69, below it)
+    "place": ("I have a sharp pain in my upper back, what is it?", "I have a sharp pain in my lower back, what is it?"),
     "number": ("How long do I roast a 4 kg turkey?", "How long do I roast a 7 kg turkey?"),
     "negation": ("Can I take ibuprofen with coffee?", "Can I not take ibuprofen with coffee?"),
     "entity": ("How do I rebase a branch in Mercurial?", "How do I rebase a branch in Git?"),
@@ -325,3 +326,27 @@ def test_a_near_miss_of_every_class_is_answered_by_the_backend(stack: Callable[.
     state, _, _ = s.ask("how can I convert kilograms into pounds")
     assert state == "HIT"
     assert s.records[-1].cache_check == "pass"
+
+
+def test_a_judge_deployment_that_cannot_say_yes_turns_a_paraphrase_into_a_miss(stack: Callable[..., Stack]) -> None:
+    # The simulator answers lorem ipsum, never "yes": the judge cannot say, so the candidate is not served.
+    s = stack(judge="chat", judge_timeout_seconds=5)
+    s.ask("How do I undo the last git commit?")
+    state, headers, completion = s.ask("How can I undo my last git commit?")
+    assert state == "MISS"
+    assert "x-cache-similarity" not in headers
+    assert s.records[-1].cache_check == "judge_unavailable"
+    chats = [r for r in s.sim.requests() if str(r["path"]).endswith("/chat/completions")]
+    assert len(chats) == 3  # the first question, the judge, the paraphrase's own answer
+    assert s.gateway.cache is not None
+    judge = s.gateway.cache.judge
+    assert judge is not None
+    assert (judge.stats.calls, judge.stats.failures, judge.stats.completion_tokens) == (1, 1, 1)
+    # Metered to the gateway, not to the caller: the caller is billed for its own question only (the judge's prompt,
+    # with its instruction, is longer than the whole question).
+    assert len(s.limiter.settled) == 2
+    usage = s.records[-1].usage
+    assert usage is not None
+    assert completion.usage is not None
+    assert usage.prompt_tokens == completion.usage.prompt_tokens < judge.stats.prompt_tokens
+    assert s.limiter.settled[-1] == completion.usage.total_tokens

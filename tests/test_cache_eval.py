@@ -107,9 +107,10 @@ def test_the_verification_sets_are_large_enough_and_split_before_tuning() -> Non
     assert not texts & {t for p in earlier for t in (p.a, p.b)}
 
 
-def test_the_verified_threshold_is_the_one_the_development_part_recommends() -> None:
+def test_the_verified_threshold_is_the_one_the_development_data_recommends() -> None:
     # Edit the development pairs or the verifier, and this says to rerun `python -m bench.cache_eval.evaluate`.
-    assert verification.recommended_threshold(verification.development()) == VERIFIED_SIMILARITY_THRESHOLD
+    # Development data: the development part and the burned held-out 1; the rule: no false hit there at all.
+    assert verification.recommended_threshold(verification.tuning()) == VERIFIED_SIMILARITY_THRESHOLD
 
 
 def test_clopper_pearson_upper_bounds() -> None:
@@ -118,20 +119,91 @@ def test_clopper_pearson_upper_bounds() -> None:
     assert verification.upper_bound(5, 5) == 1.0
 
 
+# The first round's threshold, at which held-out 1 was measured once (2 false hits, 43.6 % paraphrase hits).
+FIRST_ROUND_THRESHOLD = 0.74
+
+
 def test_the_held_out_part_stays_where_it_was_measured_once(held_out: list[verification.Judged]) -> None:
-    # A regression check at the figures measured once with the verifier frozen, not a target reached.
-    paraphrase_hits, _, false_hits = verification.rates(held_out, VERIFIED_SIMILARITY_THRESHOLD)
+    # A regression check at the figures measured once with the first verifier frozen, not a target reached; held-out 1
+    # is burned since (the second round was tuned on it), so passing here is no evidence of generalisation.
+    paraphrase_hits, _, false_hits = verification.rates(held_out, FIRST_ROUND_THRESHOLD)
     assert false_hits <= 2
     assert paraphrase_hits >= 0.43
-    for row in verification.rows(held_out, VERIFIED_SIMILARITY_THRESHOLD):
+    for row in verification.rows(held_out, FIRST_ROUND_THRESHOLD):
         if row.kind in ("opposite", "sibling", "role", "action", "number", "reversal", "entity"):
             assert row.hits == 0, row.kind
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12's held-out targets are not reached; see curve.md")
+def test_the_burned_held_out_part_has_no_false_hit_at_the_default_threshold(
+    held_out: list[verification.Judged],
+) -> None:
+    # Development data since the first round: the two leaks found there (a "non-compete" on both sides, a reworded
+    # place phrase) are fixed by the second round's rules, which were tuned looking at it.
+    _, _, false_hits = verification.rates(held_out, VERIFIED_SIMILARITY_THRESHOLD)
+    assert false_hits == 0
+
+
+@pytest.mark.xfail(strict=True, reason="held-out 1 (burned): 36 % paraphrase hits at 0.77, target 70 %; see curve.md")
 def test_the_held_out_targets(held_out: list[verification.Judged]) -> None:
     paraphrase_hits, _, false_hits = verification.rates(held_out, VERIFIED_SIMILARITY_THRESHOLD)
     negatives = sum(j.pair.label == "miss" for j in held_out)
+    assert false_hits == 0
+    assert verification.upper_bound(false_hits, negatives) < verification.TARGET_UPPER_BOUND
+    assert paraphrase_hits >= verification.TARGET_PARAPHRASE_HIT_RATE
+
+
+# ---- the second held-out part: the first was evaluated once and so became development data
+
+HELD_OUT2_SHA256 = "dc5af96f27b4583f1a83649749c09975bb1c3f18d1b8fa4c4f9943a7438b74b6"
+
+
+def test_the_second_held_out_part_is_the_one_committed_before_the_verifier_changed() -> None:
+    # Committed alone (its own commit), before the verifier and guard were changed; editing it burns it.
+    assert hashlib.sha256(verification.HELD_OUT2.read_bytes()).hexdigest() == HELD_OUT2_SHA256
+
+
+def test_the_second_held_out_part_is_large_enough_and_shares_no_prompt() -> None:
+    held = evaluate.load_pairs(verification.HELD_OUT2)
+    counts = Counter(p.kind for p in held)
+    assert counts["paraphrase"] >= 100
+    assert sum(counts[k] for k in NEW_CLASSES) >= 260
+    for kind in NEW_CLASSES:
+        assert counts[kind] >= 29, kind
+    assert set(counts) == {"paraphrase", *NEW_CLASSES}
+    assert all((p.label == "hit") == (p.kind == "paraphrase") for p in held)
+    assert len({(p.a, p.b) for p in held}) == len(held)
+    texts = {t for p in held for t in (p.a, p.b)}
+    others = sorted(f for f in evaluate.HERE.glob("*.jsonl") if f != verification.HELD_OUT2)
+    assert len(others) >= 4
+    earlier = {t for f in others for p in evaluate.load_pairs(f) for t in (p.a, p.b)}
+    assert not texts & earlier
+
+
+@pytest.fixture(scope="module")
+def held_out2() -> list[verification.Judged]:
+    return verification.held_out2()
+
+
+def test_held_out_2_stays_where_it_was_measured_once(held_out2: list[verification.Judged]) -> None:
+    # Measured once with the second verifier frozen (commit 745fc53), at the default threshold 0.77: 3 false hits of
+    # 279 (1.1 %, upper bound 2.8 %: an opposite said with filler words, a reworded opposite, a reworded role) and
+    # 57 of 107 paraphrases (53.3 %). A regression floor, not a target reached.
+    paraphrase_hits, _, false_hits = verification.rates(held_out2, VERIFIED_SIMILARITY_THRESHOLD)
+    assert false_hits <= 3
+    assert paraphrase_hits >= 0.53
+    for row in verification.rows(held_out2, VERIFIED_SIMILARITY_THRESHOLD):
+        if row.kind in ("sibling", "action", "place", "number", "negation", "entity", "reversal"):
+            assert row.hits == 0, row.kind
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="held-out 2, measured once: 3 false hits of 279 (upper bound 2.8 %) and 53.3 % paraphrase hits at 0.77; "
+    "at zero false hits (threshold 0.98) no paraphrase hits. Targets: 0 false hits, bound < 1.5 %, >= 70 %",
+)
+def test_the_held_out_2_targets(held_out2: list[verification.Judged]) -> None:
+    paraphrase_hits, _, false_hits = verification.rates(held_out2, VERIFIED_SIMILARITY_THRESHOLD)
+    negatives = sum(j.pair.label == "miss" for j in held_out2)
     assert false_hits == 0
     assert verification.upper_bound(false_hits, negatives) < verification.TARGET_UPPER_BOUND
     assert paraphrase_hits >= verification.TARGET_PARAPHRASE_HIT_RATE

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.cache_eval import evaluate, verification
+from shared.cache import guard as cacheguard
 from shared.cache import verify
 from shared.cache.stage import BYPASS, HIT, MISS
 from tests.test_cache import ALICE, answer, chat, make_cache, miss_then_store
@@ -27,6 +28,17 @@ from tests.test_cache import ALICE, answer, chat, make_cache, miss_then_store
 def test_a_content_word_or_phrase_swapped_in_the_same_sentence_is_a_substitution(a: str, b: str) -> None:
     assert verify.structure(a, b) == verify.Verdict(False, verify.SUBSTITUTION)
     assert verify.verify(a, b).reason == verify.SUBSTITUTION
+
+
+def test_a_quantity_is_content_not_filler() -> None:
+    # Held-out 2's worst leak (0.973): "a lot" was folded away and "little" was a function word, so "sleep a lot" and
+    # "sleep very little" had the same content words. Fixed after held-out 2 was evaluated (so it is burned too).
+    a, b = (
+        "Is it normal for my puppy to drink a lot at night?",
+        "Is it normal for my puppy to drink very little at night?",
+    )
+    assert verify.verify(a, b) == verify.Verdict(False, verify.SUBSTITUTION)
+    assert verify.verify("Why does my dog shed a lot?", "why does my dog shed so much").ok
 
 
 def test_a_content_word_only_one_prompt_has_is_an_addition() -> None:
@@ -56,6 +68,51 @@ def test_a_reworded_prompt_is_left_to_the_threshold_and_the_guard() -> None:
     assert verify.structure(a, b).ok
 
 
+# ---- the part/place rule: a different member of one kind of part or place, however reworded
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        # the burned held-out 1 leak: the rest of the sentence changed too, so the alignment abstains
+        ("Why does my tooth hurt at the gum line?", "Why does my tooth hurt when I bite down on the back?"),
+        ("My elbow aches after tennis, why?", "why does my wrist ache after playing tennis"),
+        ("There's a damp patch on the bedroom ceiling", "how do I fix a damp spot on the basement wall"),
+        ("the hinge of my laptop creaks, is that bad", "Why does my laptop trackpad creak when I press it?"),
+    ],
+)
+def test_a_different_part_or_place_is_refused_however_the_sentence_is_worded(a: str, b: str) -> None:
+    assert verify.structure(a, b).ok  # reworded: the alignment rule cannot tell
+    assert verify.parts(a, b) == verify.Verdict(False, verify.PART)
+    assert verify.verify(a, b).reason == verify.PART
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("My stomach hurts after I eat", "why does my belly ache after meals"),  # folded synonyms: one member
+        ("How do I change a flat tire?", "What are the steps to change a flat tyre?"),  # spelling
+        ("Why does my knee hurt?", "what causes pain in the knee when I walk downstairs"),  # one side more specific
+    ],
+)
+def test_the_same_part_named_two_ways_or_only_once_passes_the_part_rule(a: str, b: str) -> None:
+    assert verify.parts(a, b).ok
+
+
+# ---- the exchange rule: two shared words in each other's place, however reworded
+
+
+def test_a_reworded_reversal_is_refused_as_an_order() -> None:
+    a, b = "Can a cat scratch give a human an infection?", "Can a human give a cat an infection?"
+    assert cacheguard.check(a, b).ok  # not the same sentence: the guard's order rule cannot see it
+    assert verify.verify(a, b) == verify.Verdict(False, "order")
+
+
+def test_a_block_moved_to_the_front_is_no_exchange() -> None:
+    a, b = "How long should I wait to swim after eating?", "After eating, how long should I wait before swimming?"
+    assert verify.exchanged(a, b).ok
+
+
 # ---- the guard's rules, through the verifier
 
 
@@ -73,7 +130,7 @@ def test_the_guards_rules_come_first_and_keep_their_names(a: str, b: str, reason
 
 
 def test_every_reason_is_a_stable_metric_label() -> None:
-    assert set(verify.REASONS) == {"number", "negation", "entity", "order", "substitution", "addition"}
+    assert set(verify.REASONS) == {"number", "negation", "entity", "order", "substitution", "addition", "part"}
     assert verify.UNAVAILABLE not in verify.REASONS
 
 

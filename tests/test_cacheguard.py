@@ -316,3 +316,58 @@ def test_twice_is_a_number() -> None:
 
     assert check("How do I reset my password twice?", "How do I reset my password?").reason == "number"
     assert check("Run the job twice a day", "Run the job two times a day").ok
+
+
+# ---- negation is counted with what it negates, not a yes/no flag (issue 12, burned held-out 1)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        # both sides "negated" by non-compete: only one negates the signing
+        (
+            "Can my employer fire me for signing a non-compete?",
+            "Can my employer fire me for not signing a non-compete?",
+        ),
+        ("Is a non-stick pan safe if I never preheat it?", "Is a non-stick pan safe if I preheat it?"),
+        ("Can I still claim it if I no longer live there?", "Can I still claim it if I live there?"),
+        # as many negations on each side, but one moved to a word the other says plainly
+        ("My car won't start but the lights work", "My car starts but the lights don't work"),
+        (
+            "What can I cook for someone who doesn't eat dairy or gluten?",
+            "What can I cook for someone who eats dairy but not gluten?",
+        ),
+    ],
+)
+def test_a_negation_on_one_side_only_is_a_difference_even_among_other_negations(a: str, b: str) -> None:
+    assert cacheguard.check(a, b) == cacheguard.Verdict(False, cacheguard.NEGATION)
+    assert cacheguard.check(b, a) == cacheguard.Verdict(False, cacheguard.NEGATION)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("Can I be sued for breaking a non-compete?", "could I get sued if I break my non-compete"),
+        # a reworded negated word, no moved negation
+        ("How do I fix a laptop that won't turn on?", "my laptop won't power on, how can I repair it"),
+    ],
+)
+def test_the_same_negations_pass(a: str, b: str) -> None:
+    assert cacheguard.check(a, b).ok
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("What's a closure in JavaScript?", "can you explain closures in JS"),
+        ("How do I turn off notifications on my Mac?", "how can I stop notification popups on macOS"),
+        ("What is a Roth IRA?", "can someone explain what a Roth individual retirement account is"),
+        ("How do I keep my house cool without AC?", "ways to cool down a house without air conditioning"),
+    ],
+)
+def test_a_name_written_two_ways_is_one_name(a: str, b: str) -> None:
+    assert cacheguard.check(a, b).ok
+
+
+def test_function_words_never_spell_an_acronym() -> None:
+    assert not cacheguard.check("Who do I call in IT?", "Who do I call in the office?").ok

@@ -313,7 +313,7 @@ def main() -> None:
     CURVE.write_text(
         report(pairs=pairs, scored=scored, points=points, chosen=chosen, holdout=holdout)
         + "\n\n"
-        + verification.report(verification.development(), verification.held_out()),
+        + verification.report(verification.development(), verification.held_out(), verification.held_out2()),
         encoding="utf-8",
     )
     print(f"wrote {CURVE.relative_to(HERE.parent.parent)}")

@@ -1,19 +1,21 @@
 """The evidence behind the semantic cache's verification (`shared.cache.verify`): per class, hits and false hits.
 
-Two parts, split before the verifier existed:
+Three parts, in the order they were used:
 
-* development: verify_dev.jsonl (written for this check) and pairs.jsonl (the guard's set); the verifier and
-  its threshold were chosen looking at these only;
-* held-out: verify_holdout.jsonl, written and committed first, its hash frozen in tests/test_cache_eval.py,
-  evaluated once the verifier was frozen.
+1. development: verify_dev.jsonl (written for this check) and pairs.jsonl (the guard's set): looked at freely;
+2. held-out 1: verify_holdout.jsonl, written and committed before the verifier existed, its hash frozen in
+   tests/test_cache_eval.py, evaluated once with the first verifier frozen (2 false hits of 252). Once seen it was
+   burned: it is development data now, and the second round of rules was tuned on it too;
+3. held-out 2: verify_holdout2.jsonl, written and committed alone before the second round of changes, its hash
+   frozen in the test, evaluated once with the second verifier frozen.
 
 Hard negatives come in nine classes: an opposite the guard's list does not know, a sibling of the same kind, a
 different party or role, a different action on the same object, a different part or place said as a phrase,
 and the guard's own number, negation, named entity and reversal (pairs.jsonl adds "topic": the same subject, a
 different question). Each false-hit rate comes with its one-sided 95 % Clopper-Pearson upper bound.
 
-Run: `python -m bench.cache_eval.verification` (development part and CPU time per check), with `--held-out` for
-the held-out part too; `python -m bench.cache_eval.evaluate` rewrites curve.md with this report, both parts.
+Run: `python -m bench.cache_eval.verification` (development parts and CPU time per check), with `--held-out` for
+held-out 2 too; `python -m bench.cache_eval.evaluate` rewrites curve.md with this report, all parts.
 """
 
 from __future__ import annotations
@@ -33,7 +35,10 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 DEV = evaluate.HERE / "verify_dev.jsonl"
+# The first held-out part: evaluated once (first round), so burned: development data since.
 HELD_OUT = evaluate.HERE / "verify_holdout.jsonl"
+# The second held-out part: written and committed alone once the first was seen (which made it development data).
+HELD_OUT2 = evaluate.HERE / "verify_holdout2.jsonl"
 CLASSES = (
     "opposite",
     "sibling",
@@ -47,9 +52,20 @@ CLASSES = (
     "topic",
 )
 THRESHOLDS = tuple(round(0.60 + 0.01 * i, 2) for i in range(31))  # 0.60 .. 0.90
-# The rule that picked cacheverify.DEFAULT_SIMILARITY_THRESHOLD on the development part.
-MAX_DEV_FALSE_HIT_RATE = 0.005
+# The rule that picked cacheverify.DEFAULT_SIMILARITY_THRESHOLD: no false hit at all on the development data (the
+# development part and the burned held-out 1). Safety first: a missed paraphrase costs one backend call.
+MAX_DEV_FALSE_HIT_RATE = 0.0
 CONFIDENCE = 0.95
+# The one evaluation of held-out 2, with the second verifier frozen (commit 745fc53). The verifier was changed once
+# after it (quantity words are content: the worst leak), so held-out 2 is burned too and the figures the report
+# computes for it from then on are not a held-out measurement.
+HELD_OUT2_MEASURED_ONCE = (
+    "**Measured once** with the second verifier frozen (commit 745fc53), at 0.77: false hits 3 of 279 (1.1 %, "
+    "upper bound 2.8 %), paraphrase hits 57 of 107 (53.3 %); at zero false hits (0.98) no paraphrase hits. "
+    'After that evaluation one fix was made looking at it (quantity words such as "a lot" / "very little" are '
+    "content, no longer filler), so the figures below are of a verifier tuned on held-out 2 too: burned, not "
+    "evidence of generalisation."
+)
 # Targets on the held-out part (issue 12).
 TARGET_UPPER_BOUND = 0.015
 TARGET_PARAPHRASE_HIT_RATE = 0.70
@@ -116,7 +132,17 @@ def development() -> list[Judged]:
 
 
 def held_out() -> list[Judged]:
+    """The first held-out part, burned (development data since its one evaluation)."""
     return judge(evaluate.load_pairs(HELD_OUT))
+
+
+def held_out2() -> list[Judged]:
+    return judge(evaluate.load_pairs(HELD_OUT2))
+
+
+def tuning() -> list[Judged]:
+    """Everything the second round of rules and the threshold were chosen on: development and burned held-out 1."""
+    return judge([*evaluate.load_pairs(DEV), *evaluate.load_pairs(evaluate.PAIRS), *evaluate.load_pairs(HELD_OUT)])
 
 
 def rows(judged: Sequence[Judged], threshold: float, check: str = "verify") -> list[Row]:
@@ -143,7 +169,8 @@ def rates(judged: Sequence[Judged], threshold: float, check: str = "verify") -> 
 
 
 def recommended_threshold(dev: Sequence[Judged]) -> float | None:
-    """The lowest threshold whose false-hit rate with verification, on the development part, is at most 0.5 %."""
+    """The lowest threshold whose false-hit rate with verification, on the development data, is at most
+    MAX_DEV_FALSE_HIT_RATE (zero)."""
     for t in THRESHOLDS:
         if rates(dev, t)[1] <= MAX_DEV_FALSE_HIT_RATE:
             return t
@@ -217,8 +244,8 @@ def reasons(judged: Sequence[Judged]) -> list[str]:
     return lines
 
 
-def report(dev: Sequence[Judged], held: Sequence[Judged] | None = None) -> str:
-    chosen = recommended_threshold(dev)
+def report(dev: Sequence[Judged], burned: Sequence[Judged], held: Sequence[Judged] | None = None) -> str:
+    chosen = recommended_threshold([*dev, *burned])
     at = chosen if chosen is not None else cacheverify.DEFAULT_SIMILARITY_THRESHOLD
     counts = Counter(j.pair.kind for j in dev)
     lines = [
@@ -226,37 +253,45 @@ def report(dev: Sequence[Judged], held: Sequence[Judged] | None = None) -> str:
         "",
         f"Development part: {len(dev)} pairs (bench/cache_eval/verify_dev.jsonl and pairs.jsonl: "
         + ", ".join(f"{k} {counts[k]}" for k in ("paraphrase", *CLASSES) if counts[k])
-        + "). A pair hits when its cosine is at or above the threshold and the check passes it. Upper bounds "
-        "are one-sided 95 % Clopper-Pearson bounds on the false-hit rate.",
+        + f"); burned held-out 1: {len(burned)} pairs (verify_holdout.jsonl, evaluated once in the first round, "
+        "development data since). A pair hits when its cosine is at or above the threshold and the check passes "
+        "it. Upper bounds are one-sided 95 % Clopper-Pearson bounds on the false-hit rate.",
         "",
-        f"**Threshold with verification: {at:.2f}**, the lowest where false hits on the development part stay "
-        f"at or below {100 * MAX_DEV_FALSE_HIT_RATE:.1f} % (shared.cache.config.VERIFIED_SIMILARITY_THRESHOLD).",
+        f"**Threshold with verification: {at:.2f}**, the lowest where false hits on the development part and the "
+        f"burned held-out 1 together stay at or below {100 * MAX_DEV_FALSE_HIT_RATE:.1f} % "
+        "(shared.cache.config.VERIFIED_SIMILARITY_THRESHOLD).",
         "",
         f"## Development part at {at:.2f}",
         "",
         *class_table(dev, at),
         "",
-        "## The curve (development part)",
+        f"## Burned held-out 1 at {at:.2f} (tuned on in the second round: not evidence of generalisation)",
         "",
-        *curve_table(dev),
+        *class_table(burned, at),
         "",
-        "## Which check refuses what (development part, any similarity)",
+        "## The curve (development part and burned held-out 1)",
         "",
-        *reasons(dev),
+        *curve_table([*dev, *burned]),
+        "",
+        "## Which check refuses what (development part and burned held-out 1, any similarity)",
+        "",
+        *reasons([*dev, *burned]),
         "",
         f"Development negatives that still hit at {at:.2f}:",
         "",
     ]
-    still = [j for j in dev if j.pair.label == "miss" and j.hits(at)]
+    still = [j for j in [*dev, *burned] if j.pair.label == "miss" and j.hits(at)]
     lines += [f"- {j.pair.kind} ({j.similarity:.3f}): {j.pair.a} / {j.pair.b}" for j in still] or ["- none"]
     if held is not None:
         para, fhr, fh = rates(held, at)
         n = sum(j.pair.label == "miss" for j in held)
         lines += [
             "",
-            f"## Held-out part at {at:.2f}",
+            f"## Held-out 2 at {at:.2f}",
             "",
-            f"bench/cache_eval/verify_holdout.jsonl, {len(held)} pairs, evaluated once with the verifier frozen: "
+            HELD_OUT2_MEASURED_ONCE,
+            "",
+            f"bench/cache_eval/verify_holdout2.jsonl, {len(held)} pairs, with the current verifier: "
             f"paraphrase hits {_pct(para)} %, false hits {fh} of {n} ({_pct(fhr)} %, upper bound "
             f"{_pct(upper_bound(fh, n))} %). Targets: false hits 0 with the upper bound under "
             f"{100 * TARGET_UPPER_BOUND:.1f} %, paraphrase hits at least {100 * TARGET_PARAPHRASE_HIT_RATE:.0f} %. "
@@ -300,8 +335,8 @@ def _safe_point(judged: Sequence[Judged]) -> str:
 
 def main(argv: Sequence[str] = ()) -> None:
     dev = development()
-    held = held_out() if "--held-out" in argv else None
-    print(report(dev, held))
+    held = held_out2() if "--held-out" in argv else None
+    print(report(dev, held_out(), held))
     cold, warm = timing([j.pair for j in dev])
     print(f"verification CPU time per lookup: p50 {cold:.0f} µs first sight, p50 {warm:.0f} µs memoised")
 

@@ -9,8 +9,10 @@ message) and rejects the hit, naming the first rule that fired:
 * ``number``: the numbers differ. Digits (1,000 / 3.5 / 3,5), number words (five, twenty-one, two hundred, a
   dozen), ordinals (3rd, third), percentages, money, dates, times and versions; a number's unit is part of it, so
   "5 km" and "5 miles" differ while "5 km" and "five kilometres" do not.
-* ``negation``: one prompt negates and the other does not (not, no, never, n't, without, except, none, nor,
-  neither, cannot, non-...), or a word is swapped for its opposite (enable/disable, on/off, increase/decrease,
+* ``negation``: the prompts negate different things: each negation (not, no, never, n't, without, except, none,
+  nor, neither, cannot, non-...) is counted with the word it applies to, so a negation on one side only is a
+  difference even when both sides negate something else ("signing a non-compete" / "not signing a
+  non-compete"); or a word is swapped for its opposite (enable/disable, on/off, increase/decrease,
   advantages/disadvantages, pair/unpair, ...).
 * ``entity``: a named thing in one prompt is missing from the other: capitalised words that are not merely
   sentence-initial, acronyms, mixed-case names (iPhone, PostgreSQL), code identifiers (snake_case, dotted.names,
@@ -38,6 +40,7 @@ from typing import NamedTuple
 # Calibrated with this guard on; defined with the other cache settings, named here for the evaluation's readers.
 from shared.cache.config import DEFAULT_SIMILARITY_THRESHOLD  # noqa: F401 - re-exported, see above
 from shared.cache.guard_words import (
+    ALIASES,
     DETERMINERS,
     FUNCTION_WORDS,
     LOWERCASE_NAMES,
@@ -98,7 +101,7 @@ class _Token(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class _Analysis:
     numbers: Counter[tuple[str, str]]
-    negated: bool
+    negations: Counter[str]  # what each negation applies to (see _negations): compared as a multiset
     words: frozenset[str]
     entities: frozenset[str]  # keys (see _key)
     phrases: frozenset[str]  # squashed quoted strings, URLs, paths
@@ -346,8 +349,25 @@ def _present(name: str, other: _Analysis) -> bool:
     keys = other.key_set
     if name in keys or _stem(name) in keys or name + "s" in keys:
         return True
+    if any(alias in keys or alias + "s" in keys for alias in ALIASES.get(name, ())):
+        return True
     # Written as two words in the other prompt: "WiFi" / "Wi Fi".
-    return any(x + y == name for x, y in itertools.pairwise(other.keys))
+    if any(x + y == name for x, y in itertools.pairwise(other.keys)):
+        return True
+    return _spelled_out(name, other.keys)
+
+
+def _spelled_out(name: str, keys: tuple[str, ...]) -> bool:
+    """An acronym whose letters begin consecutive content words of the other prompt: "IRA" / "individual
+    retirement account", "AC" / "air conditioning". Two to six letters; function words never spell one ("IT" is
+    not "in the")."""
+    n = len(name)
+    if not 2 <= n <= 6 or not name.isalpha():
+        return False
+    return any(
+        all(len(k) >= 3 and k not in FUNCTION_WORDS and k[0] == c for k, c in zip(keys[i : i + n], name, strict=True))
+        for i in range(len(keys) - n + 1)
+    )
 
 
 # ---- relations
@@ -405,7 +425,7 @@ def _sequence(tokens: tuple[_Token, ...]) -> tuple[str, ...]:
     return tuple(_term(t) for t in tokens if t.kind in ("word", "num", "sym") or t.low == ",")
 
 
-def _swapped(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+def swapped(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     """b is a with two groups of up to four terms exchanged around a middle that is not just "and"/"or".
 
     An empty middle is a block moved, not an exchange ("in Python, how do I..." / "how do I ... in Python").
@@ -429,6 +449,43 @@ def _swapped(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     return False
 
 
+# ---- negations
+
+
+def _negator(low: str) -> bool:
+    return low in NEGATIONS or low.endswith(("n't", "n'"))
+
+
+def _negations(tokens: list[_Token]) -> Counter[str]:
+    """Each negation with what it applies to: the next content word ("not signing" -> "signing").
+
+    A multiset, not a yes/no flag: "for signing a non-compete" / "for not signing a non-compete" both contain a
+    negation, yet only one negates the signing. A word negated by its own prefix ("non-compete", "non-GMO")
+    negates itself, so a "non-compete" on both sides cancels out and a "not" on one side still counts.
+    """
+    found: Counter[str] = Counter()
+    for i, t in enumerate(tokens):
+        if t.kind != "word":
+            continue
+        low = t.low
+        if "-" in low and not _negator(low):
+            head, _, rest = low.partition("-")
+            if head in NEGATIONS and rest:
+                found[_stem(rest)] += 1
+            continue
+        if not _negator(low):
+            continue
+        scope = ""
+        for nxt in tokens[i + 1 : i + 6]:
+            if nxt.kind == "punct":
+                break
+            if nxt.kind in ("word", "num") and nxt.low not in FUNCTION_WORDS and not _negator(nxt.low):
+                scope = _stem(nxt.low)
+                break
+        found[scope] += 1
+    return found
+
+
 # ---- analysis and the check
 
 
@@ -438,23 +495,16 @@ def _analyse_text(text: str) -> _Analysis:
     tokens = _tokens(text)
     words: set[str] = set()
     keys: list[str] = []
-    negated = False
     for t in tokens:
         kind, low = t.kind, t.low
         if kind == "word":
             words.add(low)
-            if not negated:
-                negated = (
-                    low in NEGATIONS
-                    or low.endswith(("n't", "n'"))
-                    or ("-" in low and any(p in NEGATIONS for p in low.split("-")))
-                )
         if kind in ("word", "num"):
             keys.append(_key(t.text))
     entities, phrases = _entities(text, tokens)
     return _Analysis(
         numbers=_numbers(tokens),
-        negated=negated,
+        negations=_negations(tokens),
         words=frozenset(words),
         entities=entities,
         phrases=phrases,
@@ -475,6 +525,25 @@ _analyse = lru_cache(maxsize=_MEMO_ENTRIES)(_analyse_text)
 
 def _analysis(text: str) -> _Analysis:
     return _analyse(text) if len(text) <= _MEMO_MAX_CHARS else _analyse_text(text)
+
+
+def _negated_apart(a: _Analysis, b: _Analysis) -> bool:
+    """One prompt has more negations, or negates a word the other says without negating it.
+
+    Counts first: "won't start" / "starts" differ, and so do "not signing a non-compete" / "signing a non-compete".
+    With as many negations on each side, a negated word the other prompt has un-negated is a moved negation ("my car
+    won't start but the lights work" / "my car starts but the lights don't work"); a negation of a reworded word
+    ("won't turn on" / "won't power on") is not.
+    """
+    if a.negations == b.negations:
+        return False
+    if sum(a.negations.values()) != sum(b.negations.values()):
+        return True
+    for x, y in ((a, b), (b, a)):
+        plain = {_stem(w) for w in y.words} - set(y.negations)
+        if any(scope in plain for scope in x.negations - y.negations):
+            return True
+    return False
 
 
 def _flipped(a: _Analysis, b: _Analysis) -> bool:
@@ -499,7 +568,7 @@ def check(new: str, stored: str) -> Verdict:
     a, b = _analysis(new), _analysis(stored)
     if a.numbers != b.numbers:
         return Verdict(False, NUMBER)
-    if a.negated != b.negated or _flipped(a, b):
+    if _negated_apart(a, b) or _flipped(a, b):
         return Verdict(False, NEGATION)
     if any(not _present(e, b) for e in a.entities) or any(not _present(e, a) for e in b.entities):
         return Verdict(False, ENTITY)
@@ -507,6 +576,6 @@ def check(new: str, stored: str) -> Verdict:
         return Verdict(False, ENTITY)
     if any(_opposed(x, y) for x in a.relations for y in b.relations):
         return Verdict(False, ORDER)
-    if len(a.tokens) == len(b.tokens) and _swapped(_sequence(a.tokens), _sequence(b.tokens)):
+    if len(a.tokens) == len(b.tokens) and swapped(_sequence(a.tokens), _sequence(b.tokens)):
         return Verdict(False, ORDER)
     return SAFE

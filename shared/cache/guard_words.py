@@ -241,6 +241,26 @@ LOWERCASE_NAMES = _words(
     """
 )
 # Capitalised or all-caps words that name nothing.
+# Names written two ways that are one thing: a name on one side is present when its alias is on the other. Only
+# true equivalents (a wrong entry could serve an answer about something else); acronyms spelled out in the other
+# prompt ("IRA" / "individual retirement account") need no entry, the guard reads the initials.
+ALIASES: dict[str, frozenset[str]] = {}
+for _group in (
+    "javascript js",
+    "typescript ts",
+    "python py",
+    "macos mac osx",
+    "kubernetes k8s",
+    "postgresql postgres",
+    "us usa america american",
+    "uk britain british",
+    "eu european",
+    "pc computer",
+    "ac aircon",
+):
+    _names = _group.split()
+    for _name in _names:
+        ALIASES[_name] = frozenset(_names) - {_name}
 NOT_NAMES = frozenset(["i", "i'm", "i've", "i'd", "i'll", "ok", "okay", "asap", "fyi", "faq", "pls", "tl;dr"])
 DETERMINERS = _words("a an the my your our their his her its this that these those some")
 SYMMETRIC = frozenset(["and", "or", "&", "and/or", ","])

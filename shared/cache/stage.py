@@ -3,7 +3,7 @@
 Only complete, unfiltered answers are stored; a cache failure never fails a
 request, it is logged, counted and bypassed. Its neighbours: `key.py` (scope
 and key), `storable.py` (what may be stored), `recorder.py` (streamed misses),
-`replay.py` (streamed hits), `guard.py` and `verify.py` (near misses), `embedders.py`. The
+`replay.py` (streamed hits), `guard.py`, `verify.py` and the optional `judge.py` (near misses), `embedders.py`. The
 README's cache section describes the behaviour in full.
 """
 
@@ -21,6 +21,7 @@ from shared.api import ApiCall, wants_usage
 from shared.cache import guard, verify
 from shared.cache.config import CacheConfig
 from shared.cache.embedders import Embedder, build_embedder
+from shared.cache.judge import Judge
 from shared.cache.key import Plan, plan_for
 from shared.cache.recorder import StreamRecorder
 from shared.cache.replay import replay
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.cache")
 
 HIT, MISS, BYPASS = "HIT", "MISS", "BYPASS"
+# Checks of the optional judge (metric labels, besides "pass" and shared.cache.verify.REASONS).
+JUDGE, JUDGE_UNAVAILABLE = "judge", "judge_unavailable"
 FAILURE_PAUSE_SECONDS = 5.0
 
 
@@ -111,6 +114,8 @@ class Cache:
         self.stats = CacheStats()
         # Every semantic candidate passes this before it is served; replaceable in tests.
         self.verifier: Callable[[str, str], verify.Verdict] = verify.verify
+        # And then, when configured, the judge deployment (shared.cache.judge); build_cache sets it.
+        self.judge: Judge | None = None
         self._paused_until = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -213,8 +218,25 @@ class Cache:
                 log.info("cache verification rejected a match at similarity %.3f: %s", match.similarity, reason)
                 return Lookup(MISS, "guard", plan, similarity=None, check=reason)
             check = "pass"
+            if self.judge is not None:
+                same = await self._judged(plan.text, match.entry.prompt)
+                if not same:
+                    reason = JUDGE if same is False else JUDGE_UNAVAILABLE
+                    self.stats.guard_rejections += 1
+                    self.stats.guard_reasons[reason] = self.stats.guard_reasons.get(reason, 0) + 1
+                    return Lookup(MISS, "judge", plan, similarity=None, check=reason)
         self.stats.semantic_hits += 1
         return Lookup(HIT, "semantic", plan, match.entry, round(match.similarity, 4), age, check=check)
+
+    async def _judged(self, new: str, stored: str) -> bool | None:
+        """The judge's verdict; None when it could not say (a miss, never a hit)."""
+        assert self.judge is not None  # noqa: S101 - only called when configured
+        try:
+            return await self.judge.same(new, stored)
+        except Exception:  # a bug or an unexpected transport error must never serve an answer
+            log.exception("cache judge failed; a miss")
+            self.judge.stats.failures += 1
+            return None
 
     def _verify(self, new: str, stored: str) -> verify.Verdict | None:
         """The candidate's verdict, or None when the check itself failed (logged with its trace)."""
@@ -357,4 +379,7 @@ def build_cache(config: CacheConfig, proxy: Proxy, store: VectorStore, clock: Cl
         config.similarity_threshold,
         config.ttl_seconds,
     )
-    return Cache(config, store, embedder, clock)
+    cache = Cache(config, store, embedder, clock)
+    if config.judge is not None:
+        cache.judge = Judge(proxy, config.judge, timeout_seconds=config.judge_timeout_seconds)
+    return cache

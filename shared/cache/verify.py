@@ -12,11 +12,17 @@ the difference, not on which words differ:
    and each has a word or short phrase the other lacks, one was swapped for the other: a different question,
    whatever the words are;
 3. ``addition``: the prompts share their content except a word or two that only one has ("clean the oven" /
-   "clean the oven door"): the longer one asks something narrower.
+   "clean the oven door"): the longer one asks something narrower;
+4. ``order`` (again, for rewordings): two single words both prompts share stand in each other's place ("can a cat
+   scratch give a human an infection" / "can a human give a cat an infection");
+5. ``part``: each prompt names a different member of one kind of part or place (anatomy, a building and its
+   fittings, a vehicle, a device, a position; `shared.cache.verify_words`), however the rest is worded ("at the
+   gum line" / "when I bite down on the back").
 
 What it enumerates is the safe direction: words that mean the same (fix/repair, photo/picture). A synonym it does
 not know costs one backend call; a substitution it does not know to be one would have served a wrong answer.
-Prompts that differ in many words (a reworded paraphrase) are left to the similarity threshold and the guard.
+Prompts that differ in many words (a reworded paraphrase) are left to rules 4 and 5, the guard and the similarity
+threshold (0.77, chosen for no false hit on the development data).
 
 Deterministic, no model, no I/O; a text is analysed once (memoised). `verify` never raises for any text: the
 cache treats an exception as a failed verification all the same (a BYPASS, never a hit).
@@ -33,6 +39,7 @@ from functools import lru_cache
 
 from shared.cache import guard as cacheguard
 from shared.cache.config import VERIFIED_SIMILARITY_THRESHOLD
+from shared.cache.verify_words import PART_KINDS
 
 # The cosine similarity above which the semantic cache considers a stored prompt with this verification on
 # (shared.cache.config explains how it was chosen).
@@ -40,9 +47,10 @@ DEFAULT_SIMILARITY_THRESHOLD = VERIFIED_SIMILARITY_THRESHOLD
 
 SUBSTITUTION = "substitution"
 ADDITION = "addition"
+PART = "part"
 UNAVAILABLE = "unavailable"  # verification raised: the cache bypasses
 # Every reason a candidate can be refused with; stable, they are metric labels.
-REASONS = (*cacheguard.REASONS, SUBSTITUTION, ADDITION)
+REASONS = (*cacheguard.REASONS, SUBSTITUTION, ADDITION, PART)
 
 # A swap is at most this many content words on either side; more than that is a rewording, left to the threshold.
 MAX_SWAP_WORDS = 3
@@ -58,9 +66,12 @@ ONE_SPAN_FRAME = 0.5
 class Verdict:
     ok: bool
     reason: str | None = None  # one of REASONS when not ok
+    # Passed because the prompts are not the same sentence: the alignment rule could not judge them.
+    reworded: bool = False
 
 
 SAME = Verdict(True)
+REWORDED = Verdict(True, reworded=True)
 
 
 def _words(text: str) -> frozenset[str]:
@@ -81,14 +92,14 @@ _FUNCTION = _words(
     and or but if then so than as of at by for with about to from in on into onto within via per during
     not no never don doesn didn isn aren wasn weren won wouldn couldn shouldn can't cannot hasn haven hadn ain
     s t d ll ve re m
-    there here just also even still really actually exactly basically simply only quite very too much many lot lots
+    there here just also even still really actually exactly basically simply only quite very too
     please pls plz thanks thank hi hello hey ok okay question help
     way ways best easiest simplest fastest good great right proper correct correctly properly method methods step
     steps process procedure tip tips trick tricks secret advice idea ideas approach option options
     someone anyone somebody anybody something anything thing things stuff
     explain explanation tell know understand mean means meaning define definition describe
     possible able go going try trying usually typically normally generally ever
-    like kind sort type bit little
+    like kind sort type bit
     """
 )
 # Multi-word expressions folded to one token before anything else (longest first).
@@ -114,7 +125,10 @@ _PHRASES = (
     ("at home", ""),
     ("in general", ""),
     ("as well", ""),
-    ("a lot", ""),
+    ("a lot of", "much"),
+    ("a lot", "much"),
+    ("lots of", "much"),
+    ("very little", "little"),
     ("right now", ""),
     ("these days", ""),
 )
@@ -147,6 +161,11 @@ _SYNONYMS = (
     "phone cellphone smartphone mobile",
     "photo picture pic image",
     "tv television",
+    "tire tyre",
+    "much many",
+    "little few",
+    "center centre middle",
+    "carpet rug",
     "car vehicle automobile",
     "job work employment",
     "boss manager supervisor",
@@ -238,6 +257,18 @@ def _stem(word: str) -> str:
 
 
 _SYNONYM: dict[str, str] = _build_synonyms()
+
+
+def _build_parts() -> dict[str, frozenset[str]]:
+    table: dict[str, frozenset[str]] = {}
+    for kind, words in PART_KINDS.items():
+        for w in words:
+            stem = _SYNONYM.get(_stem(w), _stem(w))
+            table[stem] = table.get(stem, frozenset()) | {kind}
+    return table
+
+
+_PART_KIND: dict[str, frozenset[str]] = _build_parts()
 _FUNCTION_STEMS = frozenset(_stem(w) for w in _FUNCTION) | _FUNCTION
 _PHRASE_RES = tuple((re.compile(rf"\b{re.escape(p)}\b"), r) for p, r in _PHRASES)
 
@@ -278,6 +309,38 @@ def _tokens(text: str) -> tuple[tuple[str, ...], frozenset[int]]:
     return tuple(words), frozenset(content)
 
 
+def exchanged(new: str, stored: str) -> Verdict:
+    """Two of the words both prompts share stand in each other's place, however the rest is worded.
+
+    "Can a cat scratch give a human an infection?" / "Can a human give a cat an infection?": the guard's order rule
+    wants the same sentence; here only the content words both prompts have are compared, in order, so a reworded
+    reversal is one too. A block moved to the front ("after eating, how long should I wait") is no exchange.
+    """
+    a, content_a = _tokens(new)
+    b, content_b = _tokens(stored)
+    shared = {a[i] for i in content_a} & {b[j] for j in content_b}
+    seq_a = tuple(a[i] for i in sorted(content_a) if a[i] in shared)
+    seq_b = tuple(b[j] for j in sorted(content_b) if b[j] in shared)
+    return Verdict(False, cacheguard.ORDER) if _one_for_another(seq_a, seq_b) else SAME
+
+
+def _one_for_another(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """b is a with two single words exchanged around one or two words that each sequence has once (X gives Y)."""
+    if len(a) != len(b) or a == b or Counter(a) != Counter(b):
+        return False
+    i = 0
+    while a[i] == b[i]:
+        i += 1
+    j = len(a)
+    while a[j - 1] == b[j - 1]:
+        j -= 1
+    ra, rb = a[i:j], b[i:j]
+    if not 3 <= len(ra) <= 4 or rb != (ra[-1], *ra[1:-1], ra[0]):
+        return False
+    counts = Counter(a)
+    return all(counts[w] == 1 for w in ra)
+
+
 def structure(new: str, stored: str) -> Verdict:
     """The alignment rule alone: the same sentence with a content word or short phrase swapped, or added.
 
@@ -285,7 +348,10 @@ def structure(new: str, stored: str) -> Verdict:
     prompt of a pair: both ways are aligned, and a refusal either way is a refusal.
     """
     there = _aligned(new, stored)
-    return there if not there.ok else _aligned(stored, new)
+    if not there.ok:
+        return there
+    back = _aligned(stored, new)
+    return back if not back.ok else (REWORDED if there.reworded or back.reworded else SAME)
 
 
 def _aligned(new: str, stored: str) -> Verdict:
@@ -302,7 +368,7 @@ def _aligned(new: str, stored: str) -> Verdict:
     # The same sentence: most words kept in order, or all but one changed span ("the capital of X" / "the
     # largest city in X"). Otherwise it is a rewording, left to the threshold and the guard.
     if equal < SAME_FRAME * longest and not (changes == 1 and equal >= max(2, ONE_SPAN_FRAME * longest)):
-        return SAME
+        return REWORDED
     only_a: Counter[str] = Counter()
     only_b: Counter[str] = Counter()
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
@@ -316,9 +382,9 @@ def _aligned(new: str, stored: str) -> Verdict:
         return SAME
     na, nb = sum(only_a.values()), sum(only_b.values())
     if na and nb:
-        return Verdict(False, SUBSTITUTION) if max(na, nb) <= MAX_SWAP_WORDS else SAME
+        return Verdict(False, SUBSTITUTION) if max(na, nb) <= MAX_SWAP_WORDS else REWORDED
     if na or nb:
-        return Verdict(False, ADDITION) if max(na, nb) <= MAX_ADDED_WORDS else SAME
+        return Verdict(False, ADDITION) if max(na, nb) <= MAX_ADDED_WORDS else REWORDED
     return SAME
 
 
@@ -330,6 +396,30 @@ def _joined(x: Counter[str], y: Counter[str]) -> bool:
     return ("".join(xs) in ys or "".join(reversed(xs)) in ys) or ("".join(ys) in xs or "".join(reversed(ys)) in xs)
 
 
+@lru_cache(maxsize=4096)
+def _parts(text: str) -> dict[str, frozenset[str]]:
+    """The parts and places the prompt names, by kind (shared.cache.verify_words)."""
+    words, content = _tokens(text)
+    found: dict[str, set[str]] = {}
+    for i in content:
+        for kind in _PART_KIND.get(words[i], ()):
+            found.setdefault(kind, set()).add(words[i])
+    return {kind: frozenset(names) for kind, names in found.items()}
+
+
+def parts(new: str, stored: str) -> Verdict:
+    """The part/place rule alone: each prompt names a member of one kind the other does not.
+
+    "Why does my tooth hurt at the gum line?" / "Why does my tooth hurt when I bite down on the back?" share the
+    tooth and differ in where: the alignment rule leaves so reworded a pair to the threshold, this does not.
+    """
+    a, b = _parts(new), _parts(stored)
+    for kind in a.keys() & b.keys():
+        if a[kind] - b[kind] and b[kind] - a[kind]:
+            return Verdict(False, PART)
+    return SAME
+
+
 def verify(new: str, stored: str) -> Verdict:
     """Whether the answer stored for `stored` may be served for `new`; else the first check that objects."""
     if new == stored:
@@ -337,4 +427,11 @@ def verify(new: str, stored: str) -> Verdict:
     guard = cacheguard.check(new, stored)
     if not guard.ok:
         return Verdict(False, guard.reason)
-    return structure(new, stored)
+    shape = structure(new, stored)
+    if not shape.ok:
+        return shape
+    order = exchanged(new, stored)
+    if not order.ok:
+        return order
+    part = parts(new, stored)
+    return part if not part.ok else shape
