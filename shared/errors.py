@@ -22,6 +22,7 @@ aiohttp in `shared.upstream`, azure-core in `shared.stores.tables` and
      │    ├── BackendsThrottled        429  (every backend answered 429 or is cooling down)
      │    ├── BackendError             502  (a backend failed after the stream began)
      │    ├── NoBackendAvailable       503  (no healthy backend for the deployment)
+     │    ├── GatewayOverloaded        503  (the gateway's own slots are full; shed before any backend)
      │    └── ServiceUnavailable       503  (the gateway itself cannot serve: config, storage)
      ├── ConfigError                   invalid settings; every problem listed; stops the start
      ├── StoreUnavailable              a state store failed or timed out; stages degrade
@@ -130,6 +131,12 @@ class NoBackendAvailable(GatewayError):
     status = 503
     type = "server_error"
     code = "no_backend_available"
+
+
+class GatewayOverloaded(GatewayError):
+    status = 503
+    type = "server_error"
+    code = "gateway_overloaded"
 
 
 class ServiceUnavailable(GatewayError):

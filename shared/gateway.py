@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from shared.auth import Authenticator
 from shared.backendauth import credentials_for
 from shared.breaker import BreakerBoard
+from shared.capacity import Capacity
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.config import Settings, get_settings
 from shared.ledger import Ledger
@@ -35,6 +36,9 @@ if TYPE_CHECKING:
     from shared.proxy import RelayedStream
 
 log = logging.getLogger("gateway")
+
+# How long an idle backend connection is kept for the next call (aiohttp's default is 15 s).
+KEEPALIVE_SECONDS = 30.0
 
 # How long `close()` waits for streams to be settled and metered before it writes the ledger.
 DRAIN_SECONDS = 5.0
@@ -67,12 +71,14 @@ class Gateway:
         )
         self.router = Router(settings.backends, self.breakers, clock)
         self.credentials = credentials_for({b.name: b.auth for b in settings.backends}, clock)
+        self.capacity = Capacity(settings.capacity)
         self.proxy = Proxy(
             self.router,
             self.breakers,
             self.credentials,
             self.session,
             clock,
+            capacity=self.capacity,
             max_attempts=settings.max_attempts,
             default_throttle_seconds=settings.default_throttle_seconds,
         )
@@ -107,7 +113,12 @@ class Gateway:
         if self._session is None or self._session.closed:
             import aiohttp  # noqa: PLC0415 - lazy: keeps `import function_app` cheap
 
-            connector = aiohttp.TCPConnector(limit=512, ttl_dns_cache=300, enable_cleanup_closed=True)
+            # Unlimited here: `shared.capacity` bounds calls per backend, streams and short calls apart, so
+            # aiohttp's `connect` timeout never includes a wait for a pooled connection (which a full pool
+            # would turn into a "backend" timeout). Idle connections are kept for reuse.
+            connector = aiohttp.TCPConnector(
+                limit=0, ttl_dns_cache=300, enable_cleanup_closed=True, keepalive_timeout=KEEPALIVE_SECONDS
+            )
             self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         return self._session
 

@@ -23,6 +23,7 @@ class Outcome(StrEnum):
     THROTTLED = "throttled"  # the subscription's own TPM / RPM limit
     QUOTA_EXCEEDED = "quota_exceeded"
     BACKEND_ERROR = "backend_error"  # no backend could answer, or one failed mid-stream
+    OVERLOADED = "overloaded"  # the gateway shed the request itself (its slots were full); no backend was at fault
 
 
 class Trace(Protocol):

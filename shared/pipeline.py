@@ -19,6 +19,7 @@ from shared.errors import (
     BackendsThrottled,
     Forbidden,
     GatewayError,
+    GatewayOverloaded,
     NotFound,
     QuotaExceeded,
     RateLimited,
@@ -66,6 +67,8 @@ def _outcome_of(exc: GatewayError) -> Outcome:
         return Outcome.THROTTLED
     if isinstance(exc, Unauthorized):
         return Outcome.UNAUTHORIZED
+    if isinstance(exc, GatewayOverloaded):
+        return Outcome.OVERLOADED
     if exc.status >= 500 or isinstance(exc, BackendsThrottled):
         return Outcome.BACKEND_ERROR
     return Outcome.CLIENT_ERROR

@@ -6,6 +6,12 @@ nothing has reached the caller yet. Other 4xx answers are the caller's and pass
 through. After the first event of a stream has been sent, a backend failure
 ends the caller's stream with an error event. aiohttp exceptions are mapped
 in `shared.upstream`, which builds every backend URL and header set.
+
+Every call holds a slot of `shared.capacity` for its backend while its
+connection is in use. A slot that does not come free in time is the
+gateway's own limit, not the backend's failure: it is never counted toward a
+breaker or a throttle, and if no backend could even be tried the caller gets
+the gateway's load-shedding answer (503 `gateway_overloaded`, Retry-After).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -21,7 +27,9 @@ import aiohttp
 from shared import telemetry
 from shared.backendauth import BackendCredential
 from shared.breaker import BreakerBoard
+from shared.capacity import Capacity, CapacityPolicy, PoolFull, overloaded
 from shared.clock import Clock
+from shared.config import BackendConfig
 from shared.errors import AttemptFailed, BackendsThrottled, GatewayError, NoBackendAvailable, retry_after_headers
 from shared.httpsession import SessionProvider
 from shared.models import Usage
@@ -80,10 +88,13 @@ class RelayedStream:
         relay: SseRelay,
         first: bytes,
         backend: str,
+        *,
+        release: Callable[[], None],
     ) -> None:
         self._response = response
         self._relay = relay
         self._backend = backend
+        self._release = release  # the backend slot, held until the backend's side is closed
         self._error: str | None = None
         self._events = self._run(chunks, first)
 
@@ -110,6 +121,7 @@ class RelayedStream:
                 self._response.release()  # read to the end: the connection can be reused
             else:
                 self._response.close()
+            self._release()
 
     def abort(self) -> None:
         """Cut the backend's side now (the gateway is shutting down); the caller gets an error event."""
@@ -118,6 +130,9 @@ class RelayedStream:
     async def finish(self) -> StreamOutcome:
         """Close the backend's side (if the caller left early) and say how the stream ended."""
         await self._events.aclose()
+        if not self._response.closed:  # never iterated: the generator's cleanup did not run
+            self._response.close()
+        self._release()
         relay = self._relay
         return StreamOutcome(relay.usage, relay.done, self._error, relay.content_events)
 
@@ -162,7 +177,9 @@ class Proxy:
         *,
         max_attempts: int,
         default_throttle_seconds: float,
+        capacity: Capacity | None = None,
     ) -> None:
+        self._capacity = capacity or Capacity(CapacityPolicy())
         self._router = router
         self._breakers = breakers
         self._credentials = credentials
@@ -177,6 +194,7 @@ class Proxy:
         tried: set[str] = set()
         throttled_for: list[float] = []
         failures: list[str] = []
+        full: list[str] = []  # backends skipped because this instance's slots for them were full
         unavailable: Unavailable | None = None
         while len(attempts) < self._max_attempts:
             choice = await self._router.next(call.deployment, tried)
@@ -190,6 +208,12 @@ class Proxy:
             )
             try:
                 answer = await self._attempt(choice, call, span.headers)
+            except PoolFull as exc:
+                # Our own queue, not the backend: no attempt, breaker or throttle; try the next backend.
+                span.end("gateway_overloaded")
+                full.append(choice.backend.name)
+                log.warning("%s; trying the next backend", exc)
+                continue
             except AttemptFailed as failed:
                 span.end(failed.outcome)
                 seconds = time.perf_counter() - started
@@ -211,6 +235,9 @@ class Proxy:
                 stream=answer.stream,
                 backend_seconds=answer.backend_seconds,
             )
+        if full and not attempts:
+            return Exhausted(overloaded(call.deployment), ())
+        failures += [f"{name}: the gateway's connection slots are full" for name in full]
         error = self._exhausted(call.deployment, attempts, throttled_for, failures, unavailable)
         return Exhausted(error, tuple(attempts))
 
@@ -261,7 +288,30 @@ class Proxy:
         credential = await self._credentials[backend.name].headers()
         headers = request_headers(call.client_headers, call.request_id, credential, call.extra_headers, trace_headers)
         session = await self._session()
-        timeout = aiohttp.ClientTimeout(total=None, connect=backend.connect_timeout, sock_read=backend.read_timeout)
+        release = await self._capacity.acquire(backend.name, call.stream)  # PoolFull: a local outcome
+        try:
+            answer = await self._send(session, url=url, headers=headers, call=call, backend=backend, release=release)
+        except BaseException:
+            release()
+            raise
+        if answer.stream is None:
+            release()  # a stream gives its slot back when it ends
+        return answer
+
+    async def _send(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        url: str,
+        headers: dict[str, str],
+        call: BackendCall,
+        backend: BackendConfig,
+        release: Callable[[], None],
+    ) -> _Answer:
+        # `sock_connect`, not `connect`: the latter would also time a wait for a pooled connection.
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=backend.connect_timeout, sock_read=backend.read_timeout
+        )
         started = time.perf_counter()
         with mapped():
             async with asyncio.timeout(backend.first_byte_timeout):
@@ -283,7 +333,7 @@ class Proxy:
             raise AttemptFailed(str(status), retry_after, status)
         out_headers = {k: v for k in RETURN_RESPONSE_HEADERS if (v := response.headers.get(k))}
         if call.stream and status == 200:
-            stream = await self._open_stream(response, call, backend.first_byte_timeout, backend.name)
+            stream = await self._open_stream(response, call, backend.first_byte_timeout, backend.name, release)
             return _Answer(status, out_headers, stream=stream, backend_seconds=time.perf_counter() - started)
         try:
             with mapped(reading=True):
@@ -298,6 +348,7 @@ class Proxy:
         call: BackendCall,
         first_byte_timeout: float,
         backend: str,
+        release: Callable[[], None],
     ) -> RelayedStream:
         relay = SseRelay(strip_usage_chunk=call.strip_usage_chunk)
         first = b""
@@ -316,4 +367,4 @@ class Proxy:
         if not first:
             response.close()
             raise AttemptFailed("empty_stream")
-        return RelayedStream(response, chunks, relay, first, backend)
+        return RelayedStream(response, chunks, relay, first, backend, release=release)

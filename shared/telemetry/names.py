@@ -78,7 +78,8 @@ REQUESTS = MetricSpec(
     "gateway.requests",
     "counter",
     "{request}",
-    "Requests by outcome: success, cache_hit, client_error, unauthorized, throttled, quota_exceeded, backend_error.",
+    "Requests by outcome: success, cache_hit, client_error, unauthorized, throttled, quota_exceeded, backend_error,"
+    " overloaded (shed by the gateway itself).",
     (OUTCOME, STATUS, *_CALLER, *_WHERE),
 )
 ATTEMPTS = MetricSpec(
