@@ -22,16 +22,51 @@ import asyncio
 import json
 import resource
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 
-from bench.common import TICKS, cpu_seconds, gateway, simulator
+from bench.common import TICKS, cpu_seconds, free_port, gateway, process
 
 PATH = "/openai/deployments/chat/chat/completions?api-version=2024-10-21"
 SIM_HEADERS = {"api-key": "bench-key", "content-type": "application/json"}
 GW_HEADERS = {"api-key": "bench-subscription-key", "content-type": "application/json"}
+
+
+# aiohttp's default listen backlog (128) drops connection requests in a burst of a thousand; the kernel retries
+# them 1, 3, 7 s later, which measures the listen queue, not the gateway. Both paths get the same backend.
+BACKEND_BACKLOG = 4096
+
+
+async def serve_simulator(port: int, tps: float) -> None:
+    """The project's simulator with a deep listen queue (run in its own process by `backend()`)."""
+    from aiohttp import web  # noqa: PLC0415
+
+    from simulator import SimulatorConfig  # noqa: PLC0415
+    from simulator.app import create_app  # noqa: PLC0415
+    from simulator.config import Latency, Limits  # noqa: PLC0415
+
+    config = SimulatorConfig(
+        name="sim",
+        deployments=("chat", "embed"),
+        api_key="bench-key",
+        limits=Limits(tpm=1_000_000_000),
+        latency=Latency(tokens_per_second=tps),
+    )
+    runner = web.AppRunner(create_app(config), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, backlog=BACKEND_BACKLOG).start()
+    await asyncio.Event().wait()
+
+
+@contextmanager
+def backend(tps: float) -> Iterator[str]:
+    port = free_port()
+    with process(["-m", "bench.streams_bench", "--serve-simulator", str(port), "--tps", str(tps)], port):
+        yield f"http://127.0.0.1:{port}"
 
 
 def raise_fd_limit() -> int:
@@ -145,7 +180,7 @@ async def run(counts: list[int], tokens: int, tps: float, deadline: float, gatew
     )
     rows: list[str] = []
     print(header, flush=True)
-    with simulator(extra=["--tps", str(tps)]) as sim_url:
+    with backend(tps) as sim_url:
         backends = [{"name": "sim", "endpoint": sim_url, "deployments": ["chat", "embed"],
                      "auth": {"type": "api_key", "setting": "SIM_KEY"}}]  # fmt: skip
         with gateway(backends, gateway_env) as (gw_url, gw_pid):
@@ -198,7 +233,13 @@ def main() -> None:
     parser.add_argument("--tps", type=float, default=20.0, help="the simulator's tokens per second per stream")
     parser.add_argument("--deadline", type=float, default=120.0, help="seconds a stream may take before it fails")
     parser.add_argument("--env", action="append", default=[], help="gateway setting NAME=VALUE (repeatable)")
+    parser.add_argument("--serve-simulator", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_simulator:
+        import uvloop  # noqa: PLC0415 - as `python -m simulator` runs
+
+        uvloop.run(serve_simulator(args.serve_simulator, args.tps))
+        return
     env = dict(item.split("=", 1) for item in args.env)
     asyncio.run(run(args.streams, args.tokens, args.tps, args.deadline, env))
 

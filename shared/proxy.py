@@ -23,6 +23,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
+from yarl import URL
 
 from shared import telemetry
 from shared.backendauth import BackendCredential
@@ -38,6 +39,9 @@ from shared.sse import SseRelay, error_event
 from shared.upstream import deployment_url, mapped, request_headers
 
 log = logging.getLogger("gateway.proxy")
+
+# Parsed backend URLs kept per proxy (one per backend, deployment, operation and api-version).
+MAX_CACHED_URLS = 1024
 
 # Backend response headers worth returning; the backend's own rate-limit headers describe the
 # shared backend, not the caller's subscription, so they stay here.
@@ -180,6 +184,9 @@ class Proxy:
         capacity: Capacity | None = None,
     ) -> None:
         self._capacity = capacity or Capacity(CapacityPolicy())
+        # Parsed once: building and parsing a URL is a good part of aiohttp's cost per call.
+        self._urls: dict[tuple[str, str, str, str], URL] = {}
+        self._timeouts: dict[str, aiohttp.ClientTimeout] = {}
         self._router = router
         self._breakers = breakers
         self._credentials = credentials
@@ -282,9 +289,19 @@ class Proxy:
         headers = retry_after_headers(min(waits)) if waits else {}
         return NoBackendAvailable(f"No backend could serve deployment '{deployment}' ({detail}).", headers=headers)
 
+    def _url(self, endpoint: str, deployment: str, operation: str, api_version: str) -> URL:
+        key = (endpoint, deployment, operation, api_version)
+        url = self._urls.get(key)
+        if url is None:
+            if len(self._urls) >= MAX_CACHED_URLS:  # api-version comes from callers: keep the cache bounded
+                self._urls.clear()
+            url = URL(deployment_url(endpoint, deployment, operation)).with_query({"api-version": api_version})
+            self._urls[key] = url
+        return url
+
     async def _attempt(self, choice: Candidate, call: BackendCall, trace_headers: Mapping[str, str]) -> _Answer:
         backend = choice.backend
-        url = deployment_url(backend.endpoint, choice.deployment, call.operation)
+        url = self._url(backend.endpoint, choice.deployment, call.operation, call.api_version)
         credential = await self._credentials[backend.name].headers()
         headers = request_headers(call.client_headers, call.request_id, credential, call.extra_headers, trace_headers)
         session = await self._session()
@@ -302,22 +319,23 @@ class Proxy:
         self,
         session: aiohttp.ClientSession,
         *,
-        url: str,
+        url: URL,
         headers: dict[str, str],
         call: BackendCall,
         backend: BackendConfig,
         release: Callable[[], None],
     ) -> _Answer:
-        # `sock_connect`, not `connect`: the latter would also time a wait for a pooled connection.
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=backend.connect_timeout, sock_read=backend.read_timeout
-        )
+        timeout = self._timeouts.get(backend.name)
+        if timeout is None:
+            # `sock_connect`, not `connect`: the latter would also time a wait for a pooled connection.
+            timeout = self._timeouts[backend.name] = aiohttp.ClientTimeout(
+                total=None, sock_connect=backend.connect_timeout, sock_read=backend.read_timeout
+            )
         started = time.perf_counter()
         with mapped():
             async with asyncio.timeout(backend.first_byte_timeout):
                 response = await session.post(
                     url,
-                    params={"api-version": call.api_version},
                     data=call.body,
                     headers=headers,
                     timeout=timeout,
