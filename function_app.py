@@ -174,7 +174,19 @@ async def probe_backends(timer: func.TimerRequest) -> None:
     gateway.telemetry.record_probes(await probe_all(gateway))
 
 
-# Registered last and least specific: any other path gets a 404 in the OpenAI envelope, not the host's bare one.
+# The browser pages (shared/pages.py): static files from a fixed manifest, the keys stay with the caller.
+@app.route(route="chat/{*path}", methods=["GET", "HEAD"])
+async def chat_page(req: Request) -> Response:
+    return await _serve(req, "pages")
+
+
+@app.route(route="dashboard/{*path}", methods=["GET", "HEAD"])
+async def dashboard_page(req: Request) -> Response:
+    return await _serve(req, "pages")
+
+
+# Registered last and least specific: `/` redirects to the chat page (a route cannot be empty), any other
+# path gets a 404 in the OpenAI envelope, not the host's bare one.
 @app.route(route="{*path}", methods=ALL_METHODS)
 async def not_found(req: Request) -> Response:
-    return await _serve(req, "proxy")
+    return await _serve(req, "fallback")

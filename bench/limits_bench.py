@@ -12,8 +12,9 @@ GET /gateway/admin/stats), and the gateways' CPU milliseconds per request
 subscription without limits.
 
 Run: `python -m bench.limits_bench [--minutes 3] [--tpm 60000]` (real minutes:
-the default window is the minute). tests/test_multi_instance.py runs the same
-harness with a 10-second window.
+the default window is the minute; `--window-seconds 10` enforces TPM/6 per
+10 s, as `make bench` does for a short run). tests/test_multi_instance.py
+runs the same harness with a 10-second window.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 
 from bench.common import cpu_seconds, gateway, simulator
-from tests.fixtures.azurite import Azurite
+from devtools.azurite import Azurite
 
 ADMIN_KEY = "bench-admin-" + secrets.token_hex(8)
 SIM_KEY = "bench-key"  # what bench.common's simulator and gateways use
@@ -277,10 +278,10 @@ def report(figures: list[WindowFigure], tx_per_request: float, cpu_ms: float, ru
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    with cluster(3, window_seconds=60) as c:
+    with cluster(3, window_seconds=args.window_seconds) as c:
         print(
-            f"three gateways on one Azurite; limit {args.tpm} tokens per minute; {args.overload}x offered "
-            f"for {args.minutes} minutes"
+            f"three gateways on one Azurite; limit {args.tpm} tokens per minute, enforced per {args.window_seconds} s "
+            f"window; {args.overload}x offered for {args.minutes} minutes"
         )
         idle = await idle_cpu_ms_per_second(c)
         # One more second than the minutes: the run starts half a second before a boundary and ends after one.
@@ -314,9 +315,17 @@ def main() -> None:
     parser.add_argument("--overload", type=float, default=3.0, help="offered load, in multiples of the limit")
     parser.add_argument("--max-tokens", type=int, default=24)
     parser.add_argument("--cost-requests", type=int, default=6000)
+    parser.add_argument(
+        "--window-seconds",
+        type=int,
+        default=60,
+        help="GATEWAY_RATE_WINDOW_SECONDS: 60 (the minute) or a divisor of it, such as 10 for a short run",
+    )
     args = parser.parse_args()
     if not 0 < args.minutes <= 10:
         parser.error("--minutes: between 0 and 10")
+    if args.window_seconds < 1 or 60 % args.window_seconds:
+        parser.error("--window-seconds: a divisor of 60")
     asyncio.run(main_async(args))
 
 

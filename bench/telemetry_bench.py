@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from bench.common import cpu_seconds, free_port, gateway, load, simulator
+from bench.common import cpu_seconds, gateway, load, simulator
+from devtools.ports import free_port
 
 CHAT = json.dumps({"messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 5}).encode()
 STREAM = json.dumps({"messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 5, "stream": True}).encode()

@@ -14,32 +14,21 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
-import time
+from urllib.parse import quote
 
+from devtools.ports import NotListening, free_port, wait_for_port, wait_for_url
 from local.host import ROOT, load_local_settings
 
 SIM_KEY_SETTING = "LOCAL_SIMULATOR_KEY"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait_for(port: int, proc: subprocess.Popen[bytes], name: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{name} exited with code {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise SystemExit(f"{name} did not start listening on port {port} within {timeout:.0f} s")
+    try:
+        wait_for_port(port, timeout=timeout, exit_code=proc.poll, name=name)
+    except NotListening as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def start_simulators(sim_key: str) -> tuple[list[subprocess.Popen[bytes]], list[dict[str, object]]]:
@@ -51,7 +40,7 @@ def start_simulators(sim_key: str) -> tuple[list[subprocess.Popen[bytes]], list[
     procs: list[subprocess.Popen[bytes]] = []
     backends: list[dict[str, object]] = []
     for name, region, priority, extra in plan:
-        port = _free_port()
+        port = free_port()
         cmd = [
             sys.executable,
             "-m",
@@ -117,6 +106,10 @@ def banner(url: str, key: str, admin_key: str, simulated: bool) -> str:
         f"\nGateway: {url}  ({backends})\n"
         f"Subscription key: {key}\n"
         f"Admin key (x-admin-key, {url}/gateway/admin/...): {admin_key}\n\n"
+        # In the fragment: the browser keeps it to itself (never sent, never logged); the page stores it and
+        # removes it from the address bar.
+        f"Chat in the browser: {url}/chat/#key={quote(key, safe='')}\n"
+        f"Operations dashboard: {url}/dashboard/#key={quote(admin_key, safe='')}\n\n"
         f"Try it with curl:\n{curl}\n\nOr with Python (pip install openai):\n{python}\n"
     )
 
@@ -144,7 +137,10 @@ def main() -> None:
     gateway = subprocess.Popen([sys.executable, "-m", "local.host", "--port", str(port)], cwd=ROOT, env=env)
     procs.append(gateway)
     try:
-        _wait_for(port, gateway, "gateway", timeout=60)
+        try:  # the banner only once the gateway answers HTTP, not merely listens
+            wait_for_url(f"{url}/health", timeout=60, exit_code=gateway.poll, name="gateway")
+        except NotListening as exc:
+            raise SystemExit(str(exc)) from None
         print(banner(url, env["GATEWAY_DEMO_KEY"], env["GATEWAY_ADMIN_KEY"], simulated), flush=True)
         gateway.wait()
     except KeyboardInterrupt:

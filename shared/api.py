@@ -2,6 +2,8 @@
 
 Azure shape: `/openai/deployments/{deployment}/chat/completions|embeddings?api-version=...`.
 OpenAI shape: `/openai/v1/...` and `/v1/...`, the deployment taken from `model`.
+The model list (`/v1/models`, `/openai/v1/models`, `/openai/models`, and `.../models/{id}`)
+is the gateway's own answer (`shared.deployments`), not a call to a backend.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from shared.models import DEFAULT_API_VERSION, GatewayRequest, Operation
 _AZURE_PATH = re.compile(r"^/openai/deployments/([^/]+)/(chat/completions|embeddings)/?$")
 _OPENAI_PATH = re.compile(r"^(?:/openai)?/v1/(chat/completions|embeddings)/?$")
 _API_VERSION = re.compile(r"^[0-9a-zA-Z.-]{1,40}$")
+_MODELS_PATH = re.compile(r"^/(?:openai/v1|openai|v1)/models(?:/(?P<model>[^/]+))?/?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +32,25 @@ class ApiCall:
     @property
     def stream(self) -> bool:
         return self.operation is Operation.CHAT and self.body.get("stream") is True
+
+
+@dataclass(frozen=True, slots=True)
+class ModelsCall:
+    """A request for the model list (`model` None) or for one model."""
+
+    model: str | None
+
+
+def models_route(request: GatewayRequest) -> ModelsCall | None:
+    """The model-list operation a path names, or None when the path is not one of its shapes."""
+    match = _MODELS_PATH.match(request.path)
+    if not match:
+        return None
+    if request.method not in ("GET", "HEAD"):
+        raise MethodNotAllowed(
+            f"{request.method} is not supported on {request.path}; use GET.", headers={"Allow": "GET"}
+        )
+    return ModelsCall(match.group("model"))
 
 
 def route(request: GatewayRequest) -> tuple[Operation, str | None]:

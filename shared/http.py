@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 
-from shared import pipeline
+from shared import api, deployments, pages, pipeline
 from shared.admin import http as admin_http
 from shared.admin import usage
 from shared.admin.access import require_admin
@@ -38,10 +38,27 @@ async def metrics(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
     return GatewayResponse(200, {"content-type": PROMETHEUS_TEXT, "x-request-id": request.request_id}, body)
 
 
+async def openai_api(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
+    """The OpenAI-compatible surface: the model list is the gateway's own answer, every other call the pipeline's."""
+    models_call = api.models_route(request)
+    if models_call is not None:
+        return await deployments.handle(gateway, request, models_call)
+    return await pipeline.handle(gateway, request)
+
+
+async def fallback(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
+    """Whatever no other function claims: `/` goes to the chat page, the rest is the API's (a 404 envelope)."""
+    if request.path == "/":
+        return await pages.handle(gateway, request)
+    return await openai_api(gateway, request)
+
+
 Entry = Callable[[Gateway, GatewayRequest], Awaitable[GatewayResponse]]
 
 ENTRIES: dict[str, Entry] = {
-    "proxy": pipeline.handle,
+    "proxy": openai_api,
+    "fallback": fallback,
+    "pages": pages.handle,
     "health": health,
     "admin": admin_http.handle,
     "usage": usage.handle_subscription,

@@ -71,6 +71,7 @@ class RequestRecord:
     streamed: bool = False
     usage: Usage | None = None
     cache: str | None = None  # HIT | MISS | BYPASS, or None when the cache is off
+    cache_check: str = ""  # a semantic candidate's verification: "pass" or why it was refused
     tokens_saved: int = 0
     attempts: list[tuple[str, str, float]] = field(default_factory=list)  # (backend, outcome, seconds)
     seconds: float = 0.0

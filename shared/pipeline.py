@@ -103,6 +103,7 @@ async def handle(gw: Gateway, request: GatewayRequest) -> GatewayResponse:
             lookup = await gw.cache.lookup(caller, call, request.headers) if gw.cache is not None else None
         if lookup is not None:
             record.cache = lookup.state  # counted even when the backend then fails
+            record.cache_check = lookup.check
         if lookup is not None and lookup.hit and gw.cache is not None:
             # Counted as a request (RPM) but settled with no tokens (TPM): nothing reached a backend.
             record.status, record.outcome = 200, Outcome.CACHE_HIT

@@ -1,8 +1,12 @@
-"""The project's Azure OpenAI simulator: chat completions and embeddings with Azure's shapes, limits and failures.
+"""The project's Azure OpenAI simulator: Azure's shapes, limits and failures, checked against its REST specification.
 
-It stands in for Azure OpenAI in `make run` (several backends, one flaky), in
-end-to-end tests that script failures (`set_faults`, or `/_sim/faults` over
-HTTP), and in benchmarks as the zero-latency baseline.
+Chat completions (tool calls, structured output, content-filter results),
+embeddings, the Responses API, files, batches, images and audio, in the
+deployment-scoped / api-version paths and the v1 paths. Stored responses,
+files and batches belong to one instance, as they belong to one Azure
+resource. It stands in for Azure OpenAI in `make run` (several backends,
+one flaky), in end-to-end tests that script failures (`set_faults`, or
+`/_sim/faults` over HTTP), and in benchmarks as the zero-latency baseline.
 
     with SimulatorThread(SimulatorConfig(deployments=("gpt-4o-mini",))) as sim:
         sim.set_faults(error_rate=1.0, error_status=503, count=2)

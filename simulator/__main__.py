@@ -44,6 +44,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--embedder", choices=("hash", "local"), default="hash", help="local: all-MiniLM-L6-v2")
     p.add_argument("--request-log-size", type=int, default=200)
     p.add_argument("--hang-limit", type=float, default=300.0, help="seconds after which a hung request is let go")
+    p.add_argument(
+        "--stream-filter-results",
+        action="store_true",
+        help="open chat streams with Azure's prompt_filter_results chunk and annotate each chunk",
+    )
+    p.add_argument("--background-seconds", type=float, default=0.4, help="how long a background response runs")
+    p.add_argument(
+        "--batch-step-seconds", type=float, default=0.2, help="each of a batch's four stages lasts this long"
+    )
+    p.add_argument("--max-upload-mb", type=float, default=32.0, help="largest multipart upload (files, audio, images)")
     p.add_argument("--log-level", default="WARNING")
     faults = p.add_argument_group("faults at start (change them later over /_sim/faults)")
     faults.add_argument("--error-rate", type=float, default=0.0)
@@ -101,6 +111,10 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         embedding_dimensions=args.dimensions,
         request_log_size=args.request_log_size,
         hang_limit_seconds=args.hang_limit,
+        stream_filter_results=args.stream_filter_results,
+        background_seconds=args.background_seconds,
+        batch_step_seconds=args.batch_step_seconds,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
     )
 
 

@@ -1,4 +1,4 @@
-"""The simulator's HTTP face: Azure OpenAI's chat and embeddings routes, and the state they share.
+"""The simulator's HTTP face: Azure OpenAI's routes, the request pipeline they share, chat and embeddings.
 
 One request goes: read and remember it, check key / api-version / deployment
 / body, ask the fault injector for its plan, apply network faults (down,
@@ -12,54 +12,48 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from aiohttp import web
 
-from simulator import errors
+from simulator import chat, errors
+from simulator.batches import BatchesApi
+from simulator.completions import CompletionsApi
 from simulator.config import Latency, SimulatorConfig
 from simulator.control import add_control_routes
 from simulator.faults import NO_FAULT, FaultInjector, Faults, Plan
-from simulator.limits import Admission, Clock, Limiter, SystemClock
-from simulator.requestlog import Received, RequestLog, Stats
-from simulator.schema import ChatRequest, EmbeddingRequest, InvalidRequest, is_stream, parse_chat, parse_embeddings
-from simulator.text import (
-    CONTENT_FILTER_TRIGGER,
-    Embedder,
-    completion_offset,
-    completion_pieces,
-    completion_text,
-    encode_base64,
-    hash_embed,
-    last_user_text,
-    truncate,
+from simulator.files import FilesApi
+from simulator.limits import Admission, Clock, Limiter, SystemClock, limit_headers
+from simulator.media import MediaApi
+from simulator.request import (
+    DEPLOYMENT,
+    REQUEST_ID,
+    V1_VERSIONS,
+    BodyError,
+    Call,
+    Endpoint,
+    encode,
+    loggable,
+    read_body,
 )
+from simulator.requestlog import Received, RequestLog, Stats
+from simulator.responses import ResponsesApi
+from simulator.schema import ChatRequest, EmbeddingRequest, InvalidRequest, is_stream, parse_chat, parse_embeddings
+from simulator.text import CONTENT_FILTER_TRIGGER, Embedder, encode_base64, hash_embed, last_user_text, truncate
 
-FINGERPRINT = "fp_simulator"
-REQUEST_ID = web.RequestKey("simulator.request_id", str)
+if TYPE_CHECKING:
+    from aiohttp.typedefs import Handler
+
 _HANG_POLL_SECONDS = 0.25
 
-Parsed = TypeVar("Parsed", ChatRequest, EmbeddingRequest)
+Parsed = TypeVar("Parsed")
 
-
-class Call:
-    """One API request on its way through: what the log and the stats need to know about how it ended."""
-
-    __slots__ = ("deployment", "operation", "outcome", "request", "request_id")
-
-    def __init__(self, request: web.Request, deployment: str, operation: str) -> None:
-        self.request = request
-        self.deployment = deployment
-        self.operation = operation
-        # Also the response's apim-request-id / x-request-id (see `stamp` in create_app).
-        self.request_id = request[REQUEST_ID] = str(uuid.uuid4())
-        # Set when the answer is not an HTTP status (connection cut, client gone); else the status is used.
-        self.outcome: str | None = None
+CHAT = Endpoint("ChatCompletions_Create")
+EMBEDDINGS = Endpoint("Embeddings_Create")
 
 
 class Simulator:
@@ -83,6 +77,11 @@ class Simulator:
         self._embedder: Embedder = embedder or functools.partial(hash_embed, dimensions=config.embedding_dimensions)
         self._embed_in_thread = embedder is not None
         self._log = RequestLog(config.request_log_size)
+        self.responses = ResponsesApi(self)
+        self.files = FilesApi(self)
+        self.batches = BatchesApi(self, self.files)
+        self.media = MediaApi(self)
+        self.completions = CompletionsApi(self)
         self._stats = Stats()
         self._stopping = asyncio.Event()
 
@@ -126,6 +125,12 @@ class Simulator:
         self.limiter.reset()
         self.clear_requests()
         self.clear_stats()
+        self.clear_objects()
+
+    def clear_objects(self) -> None:
+        """Forget every stored response, file, batch and image."""
+        for api in (self.responses, self.files, self.batches, self.media):
+            api.clear()
 
     def release_hung(self) -> None:
         """Let every hung request go (the server is stopping)."""
@@ -133,11 +138,33 @@ class Simulator:
 
     # --- the API ---
 
-    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, "ChatCompletions_Create", parse_chat, self._chat)
+    def handler(
+        self,
+        endpoint: Endpoint,
+        parse: Callable[[object], Parsed],
+        run: Callable[[Call, Parsed, int | None], Awaitable[web.StreamResponse]],
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """An aiohttp handler for one operation: `parse` turns the body into a request value, `run` answers it."""
 
-    async def embeddings(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, "Embeddings_Create", parse_embeddings, self._embed)
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self._serve(request, endpoint, parse, run)
+
+        return handle
+
+    def routes(self) -> list[tuple[str, str, Handler]]:
+        """Every API route, in the deployment-scoped / api-version shape and the v1 shape where Azure has both."""
+        deployment, v1, versioned = "/openai/deployments/{deployment}", "/openai/v1", "/openai"
+        made: list[tuple[str, str, Handler]] = []
+        for prefix, is_v1 in ((deployment, False), (v1, True)):
+            chat_endpoint, embed_endpoint = (CHAT.with_v1(), EMBEDDINGS.with_v1()) if is_v1 else (CHAT, EMBEDDINGS)
+            made.append(("POST", prefix + "/chat/completions", self.handler(chat_endpoint, parse_chat, self._chat)))
+            made.append(("POST", prefix + "/embeddings", self.handler(embed_endpoint, parse_embeddings, self._embed)))
+        for deployed in (self.completions, self.media):
+            made += deployed.routes(deployment, v1=False) + deployed.routes(v1, v1=True)
+        for api in (self.responses, self.files, self.batches):
+            made += api.routes(versioned, v1=False) + api.routes(v1, v1=True)
+        made.append(("GET", "/_sim/blobs/{blob_id}", self.media.blob))
+        return made
 
     async def not_found(self, request: web.Request) -> web.StreamResponse:
         request_id = request[REQUEST_ID] = str(uuid.uuid4())
@@ -148,22 +175,25 @@ class Simulator:
     async def _serve(
         self,
         request: web.Request,
-        operation: str,
+        endpoint: Endpoint,
         parse: Callable[[object], Parsed],
         run: Callable[[Call, Parsed, int | None], Awaitable[web.StreamResponse]],
     ) -> web.StreamResponse:
-        call = Call(request, request.match_info["deployment"], operation)
-        raw = await request.read()
+        call = Call(request, endpoint, request.match_info.get("deployment"))
         body: object = None
+        unreadable: web.Response | None = None
         try:
-            body = json.loads(raw)
-        except ValueError:
-            parsed: Parsed | web.Response = self._check(call) or errors.bad_request(
-                "We could not parse the JSON body of your request."
-            )
-        else:
-            parsed = self._check(call) or _parse(parse, body)
-        received = self._log.add(Received(request, call.request_id, call.deployment, body, self.clock.now()))
+            body = await read_body(request, endpoint.body, self.config.max_upload_bytes)
+        except BodyError as exc:
+            unreadable = errors.bad_request(str(exc)) if exc.status == 400 else errors.too_large(str(exc))
+        if endpoint.deployment == "body" and isinstance(body, dict) and isinstance(body.get("model"), str):
+            call.deployment = body["model"]
+        if call.deployment is not None:
+            request[DEPLOYMENT] = call.deployment
+        # Azure's order: key, api-version, a deployment in the path, the body, a deployment named in the body.
+        refusal = self._check(call) or unreadable or self._check_body_deployment(call)
+        parsed: Parsed | web.Response = refusal if refusal is not None else _parse(parse, body)
+        received = self._log.add(Received(request, call.request_id, call.deployment, loggable(body), self.clock.now()))
         outcome = "cancelled"
         try:
             plan = self.faults.plan(
@@ -194,18 +224,33 @@ class Simulator:
             if plan.error_status is not None:
                 return errors.server_error(plan.error_status)
             if plan.throttle:
-                return errors.throttled(plan.retry_ms, reason="requests", operation=call.operation)
+                return errors.throttled(
+                    plan.retry_ms, reason="requests", operation=call.operation, api_version=_api_version(call)
+                )
         if isinstance(parsed, web.StreamResponse):
             return parsed
         return await run(call, parsed, plan.drop_after)
 
     def _check(self, call: Call) -> web.Response | None:
-        """Key, api-version and deployment, in the order Azure checks them."""
+        """Key, api-version and a deployment named in the path, in the order Azure checks them."""
         request = call.request
         if self._api_key is not None and not self._authorised(request):
             return errors.unauthorized()
-        if "api-version" not in request.query:
+        version = request.query.get("api-version")
+        if call.endpoint.v1:
+            if version is not None and version not in V1_VERSIONS:
+                return errors.bad_request(f"API version {version} is not supported on the v1 routes.", "api-version")
+        elif version is None:
             return errors.resource_not_found()
+        if call.endpoint.deployment == "path" and call.deployment not in self._deployments:
+            return errors.deployment_not_found(str(call.deployment))
+        return None
+
+    def _check_body_deployment(self, call: Call) -> web.Response | None:
+        if call.endpoint.deployment != "body":
+            return None
+        if call.deployment is None:
+            return errors.bad_request("The 'model' field names the deployment and is required.", "model")
         if call.deployment not in self._deployments:
             return errors.deployment_not_found(call.deployment)
         return None
@@ -239,71 +284,52 @@ class Simulator:
                 async with asyncio.timeout(min(_HANG_POLL_SECONDS, remaining)):
                     await self._stopping.wait()
 
-    def _refused(self, call: Call, admission: Admission) -> web.Response:
+    def refused(self, call: Call, admission: Admission) -> web.Response:
+        """The 429 for a request the deployment's limits refuse."""
         return errors.throttled(
             admission.retry_after_ms,
             reason=admission.reason,
             operation=call.operation,
-            headers=_limit_headers(admission),
+            headers=limit_headers(admission),
+            api_version=_api_version(call),
         )
 
-    async def _chat(self, call: Call, chat: ChatRequest, drop_after: int | None) -> web.StreamResponse:
-        prompt = last_user_text(chat.messages)
-        if CONTENT_FILTER_TRIGGER in prompt:
+    async def _chat(self, call: Call, request: ChatRequest, drop_after: int | None) -> web.StreamResponse:
+        if CONTENT_FILTER_TRIGGER in last_user_text(request.messages):
             return errors.content_filtered()
-        # A cap the caller gave is always reached (finish_reason "length"); without one the model stops on its own.
-        tokens = chat.max_tokens or self.config.default_max_tokens
-        finish = "length" if chat.max_tokens is not None else "stop"
-        admission = self.limiter.admit(call.deployment, chat.prompt_tokens + tokens * chat.n)
+        # Charged like Azure's estimate: the prompt plus the completion the request may produce.
+        tokens = request.max_tokens or self.config.default_max_tokens
+        admission = self.limiter.admit(str(call.deployment), request.prompt_tokens + tokens * request.n)
         if not admission.allowed:
-            return self._refused(call, admission)
-        completion_tokens = tokens * chat.n
-        usage = {
-            "prompt_tokens": chat.prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": chat.prompt_tokens + completion_tokens,
-        }
-        offsets = [completion_offset(prompt, j) for j in range(chat.n)]
+            return self.refused(call, admission)
         completion_id = "chatcmpl-" + call.request_id.replace("-", "")
+        made = chat.answers(request, request_key=completion_id, default_tokens=self.config.default_max_tokens)
+        usage = chat.usage(request, made)
         created = int(self.clock.now())
-        headers = _limit_headers(admission)
-        if chat.stream:
-            chunks = _chunks(
+        headers = limit_headers(admission)
+        if request.stream:
+            chunks = chat.stream_chunks(
                 completion_id=completion_id,
                 created=created,
-                model=call.deployment,
-                chat=chat,
-                offsets=offsets,
-                tokens=tokens,
-                finish=finish,
+                model=str(call.deployment),
+                made=made,
                 usage=usage,
+                include_usage=request.include_usage,
+                filter_results=self.config.stream_filter_results,
             )
-            return await self._stream(call, chunks, headers, drop_after)
+            return await self.stream(call, chunks, headers, drop_after)
         latency = self.latency
         if not latency.instant:
-            await asyncio.sleep(latency.seconds_for(tokens))
-        body = {
-            "id": completion_id,
-            "object": "chat.completion",
-            "created": created,
-            "model": call.deployment,
-            "system_fingerprint": FINGERPRINT,
-            "choices": [
-                {
-                    "index": j,
-                    "message": {"role": "assistant", "content": completion_text(offset, tokens)},
-                    "logprobs": None,
-                    "finish_reason": finish,
-                }
-                for j, offset in enumerate(offsets)
-            ],
-            "usage": usage,
-        }
-        return await self._respond(call, _encode(body), headers, drop_after)
+            await asyncio.sleep(latency.seconds_for(max(len(a.pieces) for a in made)))
+        body = chat.completion_body(
+            completion_id=completion_id, created=created, model=str(call.deployment), made=made, usage=usage
+        )
+        return await self.respond(call, encode(body), headers, drop_after)
 
-    async def _stream(
+    async def stream(
         self, call: Call, chunks: Iterator[tuple[int, bytes]], headers: dict[str, str] | None, drop_after: int | None
     ) -> web.StreamResponse:
+        """Server-sent events, paced by latency (each chunk carries its token step) and cut by `drop_after`."""
         latency = self.latency
         if latency.ttft_ms:
             await asyncio.sleep(latency.ttft_ms / 1000)
@@ -329,14 +355,20 @@ class Simulator:
             call.outcome = "client_disconnected"
         return response
 
-    async def _respond(
-        self, call: Call, body: bytes, headers: dict[str, str] | None, drop_after: int | None
+    async def respond(
+        self,
+        call: Call,
+        body: bytes,
+        headers: dict[str, str] | None,
+        drop_after: int | None,
+        content_type: str = "application/json",
     ) -> web.StreamResponse:
+        """A whole answer at once, or (with `drop_after`) its headers and half its body before the cut."""
         if drop_after is None:
-            return web.Response(body=body, content_type="application/json", headers=headers)
+            return web.Response(body=body, content_type=content_type, headers=headers)
         # Headers and half the promised body, then the cut: the client fails while reading the body.
         response = web.StreamResponse(headers=headers)
-        response.content_type = "application/json"
+        response.content_type = content_type
         response.content_length = len(body)
         try:
             await response.prepare(call.request)
@@ -348,9 +380,9 @@ class Simulator:
         return response
 
     async def _embed(self, call: Call, embed: EmbeddingRequest, drop_after: int | None) -> web.StreamResponse:
-        admission = self.limiter.admit(call.deployment, embed.prompt_tokens)
+        admission = self.limiter.admit(str(call.deployment), embed.prompt_tokens)
         if not admission.allowed:
-            return self._refused(call, admission)
+            return self.refused(call, admission)
         if self._embed_in_thread:
             vectors = await asyncio.to_thread(self._embedder, embed.texts)
         else:
@@ -369,14 +401,10 @@ class Simulator:
                 {"object": "embedding", "index": i, "embedding": encode_base64(v) if embed.base64 else v}
                 for i, v in enumerate(vectors)
             ],
-            "model": call.deployment,
+            "model": str(call.deployment),
             "usage": {"prompt_tokens": embed.prompt_tokens, "total_tokens": embed.prompt_tokens},
         }
-        return await self._respond(call, _encode(body), _limit_headers(admission), drop_after)
-
-
-def _encode(value: object) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
+        return await self.respond(call, encode(body), limit_headers(admission), drop_after)
 
 
 def _parse(parse: Callable[[object], Parsed], body: object) -> Parsed | web.Response:
@@ -386,55 +414,8 @@ def _parse(parse: Callable[[object], Parsed], body: object) -> Parsed | web.Resp
         return errors.bad_request(exc.message, exc.param)
 
 
-def _limit_headers(admission: Admission) -> dict[str, str] | None:
-    if admission.remaining_tokens is None and admission.remaining_requests is None:
-        return None
-    headers = {}
-    if admission.remaining_tokens is not None:
-        headers["x-ratelimit-remaining-tokens"] = str(admission.remaining_tokens)
-    if admission.remaining_requests is not None:
-        headers["x-ratelimit-remaining-requests"] = str(admission.remaining_requests)
-    return headers
-
-
-def _chunks(
-    *,
-    completion_id: str,
-    created: int,
-    model: str,
-    chat: ChatRequest,
-    offsets: list[int],
-    tokens: int,
-    finish: str,
-    usage: Mapping[str, int],
-) -> Iterator[tuple[int, bytes]]:
-    """Server-sent events of a streamed completion, each with its pacing step (0 = role, k = k-th token)."""
-    head: dict[str, object] = {
-        "id": completion_id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "system_fingerprint": FINGERPRINT,
-    }
-    if chat.include_usage:
-        # OpenAI sends an explicit null on every chunk but the last when usage is asked for.
-        head["usage"] = None
-
-    def event(index: int, delta: Mapping[str, str], finish_reason: str | None = None) -> bytes:
-        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        return b"data: " + _encode({**head, "choices": [choice]}) + b"\n\n"
-
-    for index in range(len(offsets)):
-        yield 0, event(index, {"role": "assistant", "content": ""})
-    pieces = [completion_pieces(offset, tokens) for offset in offsets]
-    for step in range(tokens):
-        for index, choice_pieces in enumerate(pieces):
-            yield step + 1, event(index, {"content": choice_pieces[step]})
-    for index in range(len(offsets)):
-        yield tokens, event(index, {}, finish)
-    if chat.include_usage:
-        yield tokens, b"data: " + _encode({**head, "choices": [], "usage": usage}) + b"\n\n"
-    yield tokens, b"data: [DONE]\n\n"
+def _api_version(call: Call) -> str | None:
+    return call.request.query.get("api-version")
 
 
 SIMULATOR = web.AppKey("simulator", Simulator)
@@ -445,10 +426,11 @@ def create_app(
 ) -> web.Application:
     """The simulator as an aiohttp application; its state is `app[SIMULATOR]`."""
     sim = Simulator(config, clock=clock, embedder=embedder)
-    app = web.Application()
+    # Uploads (audio, images, batch files) are far larger than aiohttp's 1 MB default.
+    app = web.Application(client_max_size=config.max_upload_bytes)
     app[SIMULATOR] = sim
-    app.router.add_post("/openai/deployments/{deployment}/chat/completions", sim.chat_completions)
-    app.router.add_post("/openai/deployments/{deployment}/embeddings", sim.embeddings)
+    for method, path, handler in sim.routes():
+        app.router.add_route(method, path, handler)
     add_control_routes(app, sim)
     app.router.add_route("*", "/{tail:.*}", sim.not_found)
     region = config.region
@@ -459,7 +441,7 @@ def create_app(
         response.headers["apim-request-id"] = request_id
         response.headers["x-request-id"] = request_id
         response.headers["x-ms-region"] = region
-        deployment = request.match_info.get("deployment")
+        deployment = request.get(DEPLOYMENT)
         if deployment in config.deployments:
             response.headers["x-ms-deployment-name"] = deployment
 

@@ -73,6 +73,16 @@ class SimulatorConfig:
     request_log_size: int = 200
     # A hung request is let go after this long so a forgotten fault cannot hold tasks forever.
     hang_limit_seconds: float = 300.0
+    # Streams open with Azure's prompt_filter_results chunk and carry content_filter_results per chunk. Off by
+    # default: that first chunk has no choices, which clients written against OpenAI alone trip over.
+    stream_filter_results: bool = False
+    # Stored responses, files and batches kept per instance (the oldest go first), and uploads' largest size.
+    store_size: int = 1000
+    max_upload_bytes: int = 32 * 1024 * 1024
+    # A background response is queued, then in progress, then done after this long (injected clock).
+    background_seconds: float = 0.4
+    # A batch is validating, then in progress, then finalizing, then completed, one step of this each.
+    batch_step_seconds: float = 0.2
 
     def __post_init__(self) -> None:
         if not self.deployments:
@@ -82,6 +92,10 @@ class SimulatorConfig:
             raise ValueError(f"limits given for unknown deployments: {', '.join(sorted(unknown))}")
         if self.default_max_tokens < 1 or self.embedding_dimensions < 1 or self.request_log_size < 1:
             raise ValueError("default_max_tokens, embedding_dimensions and request_log_size must be positive")
+        if self.store_size < 1 or self.max_upload_bytes < 1:
+            raise ValueError("store_size and max_upload_bytes must be positive")
+        if self.background_seconds < 0 or self.batch_step_seconds < 0:
+            raise ValueError("background_seconds and batch_step_seconds cannot be negative")
 
     def limits_for(self, deployment: str) -> Limits:
         return self.deployment_limits.get(deployment, self.limits)

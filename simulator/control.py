@@ -12,7 +12,8 @@ DELETE /_sim/requests    forget them
 GET    /_sim/stats       answers per deployment and per status
 DELETE /_sim/stats       zero the counts
 DELETE /_sim/limits      empty every deployment's token / request window
-POST   /_sim/reset       all of the above back to the starting configuration
+POST   /_sim/reset       all of the above back to the starting configuration (stored objects forgotten too)
+GET    /_sim/blobs/{id}  an image answered as a `url` (routed in `simulator.media`)
 """
 
 from __future__ import annotations

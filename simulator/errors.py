@@ -11,6 +11,8 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
+from simulator import contentfilter
+
 _STATUS_CODES = {
     400: "BadRequest",
     401: "401",
@@ -34,8 +36,9 @@ def envelope(
     param: str | None = None,
     headers: Mapping[str, str] | None = None,
     innererror: Mapping[str, object] | None = None,
+    extra: Mapping[str, object] | None = None,
 ) -> web.Response:
-    error: dict[str, object] = {"code": code, "message": message, "type": type_, "param": param}
+    error: dict[str, object] = {"code": code, "message": message, "type": type_, "param": param, **(extra or {})}
     if innererror is not None:
         error["innererror"] = innererror
     return web.Response(
@@ -73,19 +76,30 @@ def resource_not_found() -> web.Response:
 
 
 def content_filtered() -> web.Response:
-    categories = {
-        name: {"filtered": name == "violence", "severity": "high" if name == "violence" else "safe"}
-        for name in ("hate", "self_harm", "sexual", "violence")
-    }
+    """Azure's refusal of a prompt: code content_filter, and in `innererror` which category tripped and how badly."""
     return envelope(
         400,
         "content_filter",
         "The response was filtered due to the prompt triggering Azure OpenAI's content management policy. "
-        "Please modify your prompt and retry.",
+        "Please modify your prompt and retry. To learn more about our content filtering policies please read our "
+        "documentation: https://go.microsoft.com/fwlink/?linkid=2198766",
         type_=None,
         param="prompt",
-        innererror={"code": "ResponsibleAIPolicyViolation", "content_filter_result": categories},
+        extra={"status": 400},
+        innererror={
+            "code": "ResponsibleAIPolicyViolation",
+            "content_filter_result": contentfilter.refused_prompt_result(),
+        },
     )
+
+
+def too_large(message: str) -> web.Response:
+    return envelope(413, "RequestEntityTooLarge", message)
+
+
+def not_found(message: str, *, param: str | None = None, code: str | None = "not_found") -> web.Response:
+    """404 for an object (response, file, batch) this resource does not hold."""
+    return envelope(404, code or "not_found", message, param=param)
 
 
 def server_error(status: int) -> web.Response:
@@ -98,7 +112,12 @@ def server_error(status: int) -> web.Response:
 
 
 def throttled(
-    retry_after_ms: int, *, reason: str, operation: str, headers: Mapping[str, str] | None = None
+    retry_after_ms: int,
+    *,
+    reason: str,
+    operation: str,
+    headers: Mapping[str, str] | None = None,
+    api_version: str | None = None,
 ) -> web.Response:
     """A 429 as Azure sends it: `Retry-After` in whole seconds (rounded up), `retry-after-ms`, and the reset header."""
     seconds = max(1, -(-retry_after_ms // 1000))
@@ -110,11 +129,14 @@ def throttled(
         **(headers or {}),
     }
     limit = "token rate limit" if reason == "tokens" else "call rate limit"
+    version = f" version {api_version}" if api_version else ""
+    unit = "second" if seconds == 1 else "seconds"
     return envelope(
         429,
         "429",
-        f"Requests to the {operation} Operation under Azure OpenAI API have exceeded {limit} of "
-        f"your current pricing tier. Please retry after {seconds} seconds.",
+        f"Requests to the {operation} Operation under Azure OpenAI API{version} have exceeded {limit} of "
+        f"your current OpenAI S0 pricing tier. Please retry after {seconds} {unit}. Please go here: "
+        "https://aka.ms/oai/quotaincrease if you would like to further increase the default rate limit.",
         type_=None,
         headers=all_headers,
     )

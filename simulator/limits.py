@@ -51,6 +51,18 @@ class Admission:
 UNLIMITED = Admission(allowed=True)
 
 
+def limit_headers(admission: Admission) -> dict[str, str] | None:
+    """The x-ratelimit-remaining-* headers Azure sends with an admitted request (none for unlimited deployments)."""
+    if admission.remaining_tokens is None and admission.remaining_requests is None:
+        return None
+    headers = {}
+    if admission.remaining_tokens is not None:
+        headers["x-ratelimit-remaining-tokens"] = str(admission.remaining_tokens)
+    if admission.remaining_requests is not None:
+        headers["x-ratelimit-remaining-requests"] = str(admission.remaining_requests)
+    return headers
+
+
 class Window:
     """The charges of one deployment in the last 60 s, oldest first."""
 

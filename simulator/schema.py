@@ -21,6 +21,25 @@ class InvalidRequest(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class Tool:
+    """A function the caller offers; `parameters` is its JSON Schema (empty: no arguments)."""
+
+    name: str
+    parameters: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseFormat:
+    """`response_format` (chat) or `text.format` (responses): "text", "json_object" or "json_schema"."""
+
+    kind: str
+    schema: dict[str, object] | None = None
+
+
+TEXT = ResponseFormat("text")
+
+
+@dataclass(frozen=True, slots=True)
 class ChatRequest:
     messages: list[object]
     max_tokens: int | None  # max_completion_tokens, else max_tokens, else None
@@ -28,6 +47,10 @@ class ChatRequest:
     stream: bool
     include_usage: bool
     prompt_tokens: int
+    tools: tuple[Tool, ...] = ()
+    # The tool the model must call (a name), "none", "auto" or "required".
+    tool_choice: str = "auto"
+    response_format: ResponseFormat = TEXT
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +94,7 @@ def parse_chat(body: object) -> ChatRequest:
     options = body.get("stream_options")
     if options is not None and (not isinstance(options, dict) or not stream):
         raise InvalidRequest("'stream_options' is only allowed with 'stream': true.", "stream_options")
+    tools = parse_tools(body.get("tools"), nested=True)
     return ChatRequest(
         messages=messages,
         max_tokens=max_tokens,
@@ -78,7 +102,60 @@ def parse_chat(body: object) -> ChatRequest:
         stream=bool(stream),
         include_usage=bool(options and options.get("include_usage") is True),
         prompt_tokens=count_prompt_tokens(messages),
+        tools=tools,
+        tool_choice=parse_tool_choice(body.get("tool_choice"), tools, nested=True),
+        response_format=parse_response_format(body.get("response_format"), "response_format", nested=True),
     )
+
+
+def parse_tools(raw: object, *, nested: bool) -> tuple[Tool, ...]:
+    """Function tools: chat nests them (`{"type", "function": {"name", ...}}`), responses does not."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise InvalidRequest("'tools' must be an array.", "tools")
+    tools: list[Tool] = []
+    for i, tool in enumerate(raw):
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            # Built-in tools (file search, code interpreter, ...) are accepted and never called by the simulator.
+            if isinstance(tool, dict) and isinstance(tool.get("type"), str) and not nested:
+                continue
+            raise InvalidRequest(f"'tools[{i}]' must be a function tool.", f"tools[{i}]")
+        spec = tool.get("function") if nested else tool
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"]:
+            raise InvalidRequest(f"'tools[{i}]' needs a function name.", f"tools[{i}]")
+        parameters = spec.get("parameters")
+        tools.append(Tool(spec["name"], parameters if isinstance(parameters, dict) else {}))
+    return tuple(tools)
+
+
+def parse_tool_choice(raw: object, tools: tuple[Tool, ...], *, nested: bool) -> str:
+    if raw is None:
+        return "auto"
+    if raw in ("none", "auto", "required"):
+        return str(raw)
+    if isinstance(raw, dict) and raw.get("type") == "function":
+        spec = raw.get("function") if nested else raw
+        name = spec.get("name") if isinstance(spec, dict) else None
+        if isinstance(name, str) and any(t.name == name for t in tools):
+            return name
+    raise InvalidRequest("'tool_choice' must be none, auto, required or a function among 'tools'.", "tool_choice")
+
+
+def parse_response_format(raw: object, param: str, *, nested: bool) -> ResponseFormat:
+    """Chat nests the schema (`{"type": "json_schema", "json_schema": {"schema"}}`); responses' `text.format` not."""
+    if raw is None:
+        return TEXT
+    kind = raw.get("type") if isinstance(raw, dict) else None
+    if kind in ("text", "json_object"):
+        return ResponseFormat(str(kind))
+    if kind == "json_schema" and isinstance(raw, dict):
+        spec = raw.get("json_schema") if nested else raw
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(schema, dict | None):
+            return ResponseFormat("json_schema", schema or {})
+        raise InvalidRequest(f"'{param}' of type json_schema needs a name and a schema object.", param)
+    raise InvalidRequest(f"'{param}' must have a type of text, json_object or json_schema.", param)
 
 
 def parse_embeddings(body: object) -> EmbeddingRequest:

@@ -17,6 +17,7 @@ import pytest
 
 from shared.api import ApiCall
 from shared.cache import guard as cacheguard
+from shared.cache import verify as cacheverify
 from shared.cache.config import CacheConfig
 from shared.cache.key import Plan
 from shared.cache.recorder import StreamRecorder
@@ -145,7 +146,11 @@ def test_defaults_serve_per_subscription_with_the_local_model_the_eval_threshold
     config = CacheConfig.parse({"deployments": ["chat"]}, DEPLOYMENTS)
     assert config.embedder == "local"
     assert config.dimensions == 384
-    assert config.similarity_threshold == cacheguard.DEFAULT_SIMILARITY_THRESHOLD
+    # With verification on (the default) the threshold is the one its curve recommends; the guard alone has its own.
+    assert config.similarity_threshold == cacheverify.DEFAULT_SIMILARITY_THRESHOLD
+    assert config.verify
+    guard_only = CacheConfig.parse({"deployments": ["chat"], "verify": False}, DEPLOYMENTS)
+    assert guard_only.similarity_threshold == cacheguard.DEFAULT_SIMILARITY_THRESHOLD
     assert config.ttl_seconds == 3600
     assert not config.shared_scope
     assert config.guard

@@ -8,6 +8,7 @@ one simulator and reads what a caller would: the answer, the `x-cache` and
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 from openai import AzureOpenAI
 
 from shared.admin.subscriptions import SubscriptionAdmin
-from shared.cache import minilm
+from shared.cache import minilm, verify
 from shared.clock import SYSTEM_CLOCK, Clock, ManualClock
 from shared.gateway import Gateway
 from shared.limits.limiter import Admission, NoLimits
@@ -285,3 +286,42 @@ def test_the_pool_embedder_goes_through_the_proxy_to_an_embedding_deployment(sta
     assert float(headers["x-cache-similarity"]) > 0.9
     embeddings = [r for r in s.sim.requests() if str(r["path"]).endswith("/embeddings")]
     assert len(embeddings) == 2  # one per semantic lookup; the chat answer was stored with the first vector
+
+
+# One minimal pair per class of near miss: a stored question, and the same question with one thing changed.
+NEAR_MISSES = {
+    "opposite": ("How do I make my sourdough crust softer?", "How do I make my sourdough crust harder?"),
+    "sibling": ("How often should I groom my poodle?", "How often should I groom my beagle?"),
+    "role": ("Can the lessor end a commercial lease early?", "Can the lessee end a commercial lease early?"),
+    "action": ("How do I star a message in Slack?", "How do I snooze a message in Slack?"),
+    "place": ("I have a sharp pain in my upper back, what is it?", "I have a sharp pain in my left hip, what is it?"),
+    "number": ("How long do I roast a 4 kg turkey?", "How long do I roast a 7 kg turkey?"),
+    "negation": ("Can I take ibuprofen with coffee?", "Can I not take ibuprofen with coffee?"),
+    "entity": ("How do I rebase a branch in Mercurial?", "How do I rebase a branch in Git?"),
+    "reversal": ("How do I convert kilograms to pounds?", "How do I convert pounds to kilograms?"),
+}
+
+
+def test_a_near_miss_of_every_class_is_answered_by_the_backend(stack: Callable[..., Stack]) -> None:
+    s = stack()
+    assert s.gateway.cache is not None
+    threshold = s.gateway.cache.config.similarity_threshold
+    close = 0
+    for kind, (stored, changed) in NEAR_MISSES.items():
+        s.ask(stored)
+        vectors = minilm.embed([stored, changed])
+        close += float(vectors[0] @ vectors[1]) >= threshold
+        before = s.backend_chats()
+        state, headers, _ = s.ask(changed)
+        assert state == "MISS", kind
+        assert "x-cache-similarity" not in headers, kind
+        assert s.backend_chats() == before + 1, kind
+    # The traps are real: the model alone would serve most of them from the cache.
+    assert close >= 7
+    checks = Counter(r.cache_check for r in s.records if r.cache == "MISS" and r.cache_check)
+    assert sum(checks.values()) == close
+    assert set(checks) <= set(verify.REASONS)
+    # A paraphrase of a stored question still hits, with the check's pass recorded.
+    state, _, _ = s.ask("how can I convert kilograms into pounds")
+    assert state == "HIT"
+    assert s.records[-1].cache_check == "pass"

@@ -17,10 +17,11 @@ import openai
 import pytest
 from openai import AzureOpenAI, OpenAI
 
+from devtools.ports import free_port
 from shared.clock import SYSTEM_CLOCK, Clock, ManualClock
 from shared.gateway import Gateway
 from simulator import SimulatorConfig, SimulatorThread
-from tests.fixtures.servers import GatewayServer, free_port, settings_for
+from tests.fixtures.servers import GatewayServer, settings_for
 
 KEY = "test-subscription-key-0123456789abcdef"
 ADMIN = "test-admin-key"

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -22,6 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from devtools.ports import NotListening, free_port, wait_for_port
 from shared.clock import ManualClock
 from shared.config import StorageConfig
 from shared.errors import StoreUnavailable
@@ -33,7 +33,7 @@ from shared.stores.protocols import LedgerStore, UsageBatch, UsageCounts, UsageK
 from simulator import SimulatorConfig, SimulatorThread
 from tests.fixtures.azurite import Azurite, unique_prefix
 from tests.fixtures.observed import backend, observe
-from tests.fixtures.servers import GatewayServer, free_port
+from tests.fixtures.servers import GatewayServer
 
 PRICES = {"gpt-4o-mini": {"input": 0.15, "output": 0.6}}
 DEPLOYMENTS = frozenset({"gpt-4o-mini", "text-embedding-3-small"})
@@ -468,12 +468,10 @@ async def test_in_azure_sigterm_writes_the_ledger_before_the_worker_ends(
             stderr=log,
         )
         try:
-            for _ in range(300):
-                with socket.socket() as s:
-                    if s.connect_ex(("127.0.0.1", port)) == 0:
-                        break
-                assert host.returncode is None, (tmp_path / "host.log").read_text()
-                await asyncio.sleep(0.05)
+            try:
+                await asyncio.to_thread(wait_for_port, port, timeout=15, exit_code=lambda: host.returncode, name="host")
+            except NotListening as exc:
+                raise AssertionError((tmp_path / "host.log").read_text()) from exc
             prompt, completion, n = await drive(f"http://127.0.0.1:{port}", ALICE_KEY, 6, concurrency=3)
             host.send_signal(signal.SIGTERM)
             code = await asyncio.wait_for(host.wait(), 20)

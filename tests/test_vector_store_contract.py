@@ -8,7 +8,6 @@ skipped (with the reason printed) unless GATEWAY_TEST_COSMOS_ENDPOINT is set.
 from __future__ import annotations
 
 import json
-import socket
 import uuid
 from collections.abc import AsyncIterator
 
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 from azure.cosmos.aio import CosmosClient
 
+from devtools.ports import refusing_port
 from shared.clock import ManualClock
 from shared.errors import StoreUnavailable
 from shared.stores.cosmos import CosmosVectorStore
@@ -347,9 +347,7 @@ async def test_cosmos_query_errors_become_store_unavailable(cosmos_server: Cosmo
 
 
 async def test_cosmos_unreachable_is_store_unavailable(clock: ManualClock) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # bound, never listening: connections are refused
+    with refusing_port() as port:  # bound, never listening: connections are refused
         store = CosmosVectorStore(
             endpoint=f"http://127.0.0.1:{port}",
             database="d",

@@ -9,7 +9,8 @@ guard stays at or below 1 %.
 holdout.jsonl was written after the guard was frozen and is never used to choose anything: its rates at the
 chosen threshold show how far the figures carry to prompts the guard was not developed against.
 
-Run: `python -m bench.cache_eval.evaluate` (prints the table and the guard's speed, rewrites curve.md).
+Run: `python -m bench.cache_eval.evaluate` (prints the table and the guard's speed, rewrites curve.md, with the
+verification's report from bench.cache_eval.verification appended).
 """
 
 from __future__ import annotations
@@ -307,8 +308,12 @@ def main() -> None:
         print(f"NOTE: shared.cache.config.DEFAULT_SIMILARITY_THRESHOLD is {cacheguard.DEFAULT_SIMILARITY_THRESHOLD}")
     # Timings stay out of curve.md, so the recorded curve only changes when the data, model or guard do.
     print(f"guard: {timing[0]:.1f} µs per pair of new texts, {timing[1]:.1f} µs once both are memoised")
+    from bench.cache_eval import verification  # noqa: PLC0415 - it builds on this module
+
     CURVE.write_text(
-        report(pairs=pairs, scored=scored, points=points, chosen=chosen, holdout=holdout),
+        report(pairs=pairs, scored=scored, points=points, chosen=chosen, holdout=holdout)
+        + "\n\n"
+        + verification.report(verification.development(), verification.held_out()),
         encoding="utf-8",
     )
     print(f"wrote {CURVE.relative_to(HERE.parent.parent)}")

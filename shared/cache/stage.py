@@ -3,7 +3,7 @@
 Only complete, unfiltered answers are stored; a cache failure never fails a
 request, it is logged, counted and bypassed. Its neighbours: `key.py` (scope
 and key), `storable.py` (what may be stored), `recorder.py` (streamed misses),
-`replay.py` (streamed hits), `guard.py` (near misses), `embedders.py`. The
+`replay.py` (streamed hits), `guard.py` and `verify.py` (near misses), `embedders.py`. The
 README's cache section describes the behaviour in full.
 """
 
@@ -13,12 +13,12 @@ import asyncio
 import json
 import logging
 import secrets
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shared.api import ApiCall, wants_usage
-from shared.cache import guard
+from shared.cache import guard, verify
 from shared.cache.config import CacheConfig
 from shared.cache.embedders import Embedder, build_embedder
 from shared.cache.key import Plan, plan_for
@@ -48,8 +48,9 @@ class CacheStats:
     misses: int = 0
     bypasses: int = 0
     guard_rejections: int = 0
-    guard_reasons: dict[str, int] = field(default_factory=dict)  # number | negation | entity | order -> count
+    guard_reasons: dict[str, int] = field(default_factory=dict)  # shared.cache.verify.REASONS -> count
     failures: int = 0
+    verify_failures: int = 0
     stored: int = 0
     not_stored: dict[str, int] = field(default_factory=dict)  # reason -> count
 
@@ -64,6 +65,8 @@ class Lookup:
     entry: CacheEntry | None = None
     similarity: float | None = None  # semantic hits only
     age: float = 0.0
+    # The verification of a semantic candidate: "pass", a shared.cache.verify reason, or "unavailable"; a metric label.
+    check: str = ""
 
     @property
     def hit(self) -> bool:
@@ -98,6 +101,8 @@ class Cache:
         self.embedder = embedder
         self.clock = clock
         self.stats = CacheStats()
+        # Every semantic candidate passes this before it is served; replaceable in tests.
+        self.verifier: Callable[[str, str], verify.Verdict] = verify.verify
         self._paused_until = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -176,16 +181,33 @@ class Cache:
         age = self.clock.now() - match.entry.created_at
         if max_age is not None and age > max_age:
             return Lookup(MISS, "older than max-age", plan)
+        check = ""
         if config.guard:
-            verdict = guard.check(plan.text, match.entry.prompt)
+            verdict = self._verify(plan.text, match.entry.prompt)
+            if verdict is None:
+                # The check could not say: never a hit. Not stored either, as for any other bypass.
+                return Lookup(BYPASS, "verification unavailable", check=verify.UNAVAILABLE)
             if not verdict.ok:
                 reason = verdict.reason or "guard"
                 self.stats.guard_rejections += 1
                 self.stats.guard_reasons[reason] = self.stats.guard_reasons.get(reason, 0) + 1
-                log.info("cache guard rejected a match at similarity %.3f: %s differs", match.similarity, reason)
-                return Lookup(MISS, "guard", plan, similarity=None)
+                log.info("cache verification rejected a match at similarity %.3f: %s", match.similarity, reason)
+                return Lookup(MISS, "guard", plan, similarity=None, check=reason)
+            check = "pass"
         self.stats.semantic_hits += 1
-        return Lookup(HIT, "semantic", plan, match.entry, round(match.similarity, 4), age)
+        return Lookup(HIT, "semantic", plan, match.entry, round(match.similarity, 4), age, check=check)
+
+    def _verify(self, new: str, stored: str) -> verify.Verdict | None:
+        """The candidate's verdict, or None when the check itself failed (logged with its trace)."""
+        try:
+            if self.config.verify:
+                return self.verifier(new, stored)
+            alone = guard.check(new, stored)
+            return verify.Verdict(alone.ok, alone.reason)
+        except Exception:  # a bug in a check must never serve an answer: the lookup bypasses
+            log.exception("cache verification failed; bypassing")
+            self.stats.verify_failures += 1
+            return None
 
     # ---- hits
 

@@ -128,7 +128,7 @@ class Totals:
                     if i < last:  # every attempt but the last failed and moved on to another backend
                         _count(failovers, key, 1)
             if r.cache is not None:
-                _count(sums["gateway.cache.lookups"], (cache, deployment, sub_id, sub_name), 1)
+                _count(sums["gateway.cache.lookups"], (cache, r.cache_check, deployment, sub_id, sub_name), 1)
                 if r.tokens_saved:
                     _count(sums["gateway.cache.tokens_saved"], (deployment, sub_id, sub_name), r.tokens_saved)
         return overhead

@@ -24,6 +24,8 @@ SUBSCRIPTION_NAME = "gateway.subscription.name"
 DEPLOYMENT = "gateway.deployment"
 BACKEND = "gateway.backend"
 CACHE = "gateway.cache.status"  # "hit" | "miss" | "bypass" | "off"
+# A semantic candidate's verification: "pass", a shared.cache.verify reason, "unavailable"; "" when none was checked.
+CACHE_CHECK = "gateway.cache.check"
 STREAMED = "gateway.streamed"  # "true" | "false"
 OUTCOME = "gateway.outcome"  # shared.outcomes.Outcome values
 ATTEMPT_OUTCOME = "gateway.attempt.outcome"  # the backend's status code, or "timeout", "connect_error", ...
@@ -115,8 +117,8 @@ CACHE_LOOKUPS = MetricSpec(
     "gateway.cache.lookups",
     "counter",
     "{lookup}",
-    "Semantic-cache lookups by result (hit, miss, bypass).",
-    (CACHE, DEPLOYMENT, *_CALLER),
+    "Semantic-cache lookups by result (hit, miss, bypass) and, for semantic candidates, the check that decided.",
+    (CACHE, CACHE_CHECK, DEPLOYMENT, *_CALLER),
 )
 TOKENS_SAVED = MetricSpec(
     "gateway.cache.tokens_saved",

@@ -1,0 +1,1 @@
+"""Developer and CI tooling shared by tests, benchmarks and the local host; never deployed (see .funcignore)."""
