@@ -46,6 +46,12 @@ BENCHES = (
         240,
         "shared token limits across three gateways on one Azurite (10 s windows)",
     ),
+    Bench(
+        "bench.streams_bench",
+        ("--streams", "500", "1000"),
+        240,
+        "concurrent streams direct and through a gateway process: TTFB, CPU per event, memory per stream",
+    ),
     Bench("bench.embed_bench", ("--prompts", "100"), 120, "local embedding load time and time per prompt"),
     Bench("bench.cache_bench", ("--quick",), 300, "semantic cache: store lookups, embeddings, hit against miss"),
     Bench("bench.cache_eval.evaluate", (), 180, "cache threshold evidence over labelled pairs (rewrites curve.md)"),

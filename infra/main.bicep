@@ -87,11 +87,17 @@ param probeSchedule string = '0 */5 * * * *'
 @description('Prices per 1,000 tokens by deployment (GATEWAY_PRICES); empty: list prices of the default models.')
 param prices object = {}
 
+@description('Most instances the app scales out to; with httpPerInstanceConcurrency, the most concurrent streams.')
 @minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 40
+@description('Memory of each instance; Flex Consumption gives CPU in proportion.')
 @allowed([512, 2048, 4096])
 param instanceMemoryMB int = 2048
+@description('Concurrent HTTP requests per instance (see the README\'s capacity section). Python\'s default is 1.')
+@minValue(1)
+@maxValue(1000)
+param httpPerInstanceConcurrency int = 250
 
 @allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_GZRS'])
 param storageSkuName string = 'Standard_LRS'
@@ -316,6 +322,7 @@ module api './app/api.bicep' = {
     appSettings: gatewaySettings
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
+    httpPerInstanceConcurrency: httpPerInstanceConcurrency
   }
   // The identity's roles first: the host needs storage at start, and the admin key's
   // Key Vault reference resolves once the app reads its settings.
