@@ -8,6 +8,12 @@ first byte p50 / p99; for the gateway: its CPU time per stream and per relayed
 event (from /proc/<pid>/stat), and its resident memory idle and at its peak
 (VmRSS, VmHWM from /proc/<pid>/status).
 
+The gateway gets a slot for every stream (GATEWAY_MAX_CONNECTIONS_PER_BACKEND
+is raised to the largest N unless `--env` sets it), so this measures the
+relay; with the default of 1,000 the streams beyond it are shed with the
+gateway's own 503 `gateway_overloaded`. The backend is the project's
+simulator, served with a deep listen queue (see BACKEND_BACKLOG).
+
 The load generator shares the cores with the simulator and the gateway, so on
 a small machine the CPU figures are the ones to compare; times to first byte
 include the load generator's own queueing.
@@ -240,7 +246,9 @@ def main() -> None:
 
         uvloop.run(serve_simulator(args.serve_simulator, args.tps))
         return
-    env = dict(item.split("=", 1) for item in args.env)
+    # Measure the relay, not the default slot limit (1,000 streams per backend; the excess would be shed with
+    # 503 gateway_overloaded): room for every stream unless --env says otherwise.
+    env = {"GATEWAY_MAX_CONNECTIONS_PER_BACKEND": str(max(args.streams)), **dict(i.split("=", 1) for i in args.env)}
     asyncio.run(run(args.streams, args.tokens, args.tps, args.deadline, env))
 
 
