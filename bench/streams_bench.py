@@ -103,6 +103,10 @@ def open_fds(pid: int) -> int:
     return len(list(Path(f"/proc/{pid}/fd").iterdir()))
 
 
+class _Failed(Exception):  # a failed stream: its status and error code
+    pass
+
+
 @dataclass(slots=True)
 class PathResult:
     ok: int
@@ -135,6 +139,12 @@ async def burst(url: str, headers: dict[str, str], body: bytes, n: int, deadline
             outcome = "failed"
             try:
                 async with session.post(url, data=body, headers=headers) as resp:
+                    if resp.status != 200:  # say whose answer it was: the gateway's code, or the backend's
+                        try:
+                            code = json.loads(await resp.read())["error"]["code"]
+                        except (ValueError, KeyError, TypeError):
+                            code = "?"
+                        raise _Failed(f"{resp.status} {code}")
                     first = await resp.content.readany()
                     ttfb.append(time.perf_counter() - started)
                     tail = first[-32:]
@@ -147,6 +157,8 @@ async def burst(url: str, headers: dict[str, str], body: bytes, n: int, deadline
                     if resp.status == 200 and tail.endswith(b"data: [DONE]\n\n"):
                         counts["ok"] += 1
                         return
+            except _Failed as exc:
+                outcome = str(exc)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 outcome = type(exc).__name__
             counts["failed"] += 1

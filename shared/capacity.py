@@ -6,8 +6,9 @@ and non-streamed calls draw from separate slot pools, so a backend's streams,
 however many and however long, never hold up a short call to it. When a pool
 is full, a call waits at most `wait_seconds` for a slot; then the gateway
 sheds it with its own answer (`GatewayOverloaded`: 503, `gateway_overloaded`,
-Retry-After). Nothing here is a backend's doing: the proxy never counts a full
-pool toward a breaker or a throttle.
+Retry-After). A timeout that fires while this worker's event loop is stalled
+(`LoopWatch`) is ours too. Nothing here is a backend's doing: the proxy never
+counts a `LocalLimit` toward a breaker or a throttle.
 
 The aiohttp connector itself is left unlimited (`Gateway.session`), so its
 `connect` timeout measures only connecting, never a wait for a pooled
@@ -35,12 +36,67 @@ class CapacityPolicy:
     wait_seconds: float = 2.0  # GATEWAY_POOL_WAIT_SECONDS
 
 
-class PoolFull(Exception):
-    """No slot came free in time; the proxy moves on without blaming the backend."""
+class LocalLimit(Exception):
+    """The gateway's own limit stopped an attempt; the proxy moves on without blaming the backend."""
+
+
+class PoolFull(LocalLimit):
+    """No slot came free in time."""
 
     def __init__(self, backend: str, stream: bool) -> None:
         super().__init__(f"{backend}: the gateway's {'stream' if stream else 'unary'} slots are all in use")
-        self.backend = backend
+
+
+class LoopStalled(LocalLimit):
+    """A timeout fired while this worker's event loop was stalled: the backend's answer may have been waiting unread.
+
+    The loop runs due timers before it reads ready sockets, so after a long stall
+    (a burst of work in one iteration) a connect or first-byte timeout fires even
+    when the backend answered in time. That is our saturation, not the backend's.
+    """
+
+    def __init__(self, backend: str, outcome: str) -> None:
+        super().__init__(f"{backend}: {outcome} while the gateway's event loop was stalled")
+
+
+# The loop is looked at this often; a wake-up later than STALL_SECONDS is a stall.
+WATCH_SECONDS = 0.25
+STALL_SECONDS = 1.0
+
+
+class LoopWatch:
+    """How late the worker's event loop runs: a tick that wakes too late marks a stall."""
+
+    def __init__(self, stall_seconds: float = STALL_SECONDS) -> None:
+        self._stall_seconds = stall_seconds
+        self._due: float | None = None
+        self._last_stall = float("-inf")
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._due = loop.time() + WATCH_SECONDS
+            await asyncio.sleep(WATCH_SECONDS)
+            if loop.time() - self._due > self._stall_seconds:
+                self._last_stall = loop.time()
+
+    def stalled_since(self, since: float) -> bool:
+        """Whether the loop stalled after `since` (loop time), or is stalled now (its tick is overdue)."""
+        now = asyncio.get_running_loop().time()
+        overdue = self._due is not None and now - self._due > self._stall_seconds
+        return overdue or self._last_stall >= since
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
 
 
 class Slots:
@@ -106,6 +162,7 @@ class Capacity:
     def __init__(self, policy: CapacityPolicy) -> None:
         self.policy = policy
         self._pools: dict[tuple[str, bool], Slots] = {}
+        self.loop = LoopWatch()
 
     def pool(self, backend: str, stream: bool) -> Slots:
         key = (backend, stream)
@@ -116,10 +173,14 @@ class Capacity:
 
     async def acquire(self, backend: str, stream: bool) -> Callable[[], None]:
         """A slot for one call to `backend`; returns its release (call it once). Raises `PoolFull`."""
+        self.loop.start()
         pool = self.pool(backend, stream)
         if not await pool.acquire(self.policy.wait_seconds):
             raise PoolFull(backend, stream)
         return _Release(pool)
+
+    async def close(self) -> None:
+        await self.loop.close()
 
     def stats(self) -> dict[str, dict[str, int]]:
         return {

@@ -119,7 +119,11 @@ class Gateway:
             connector = aiohttp.TCPConnector(
                 limit=0, ttl_dns_cache=300, enable_cleanup_closed=True, keepalive_timeout=KEEPALIVE_SECONDS
             )
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+            # No cookie jar: a backend's cookies (affinity and the like) must not pass from one caller's
+            # request to the next, and skipping the jar saves work on every call.
+            self._session = aiohttp.ClientSession(
+                connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+            )
         return self._session
 
     async def start(self) -> None:
@@ -165,6 +169,7 @@ class Gateway:
         await asyncio.to_thread(self.telemetry.shutdown)  # the last export blocks on HTTP
         if self.cache is not None:
             await self.cache.close()
+        await self.capacity.close()
         await self.stores.close()  # after everything that writes through them, before their HTTP session
         if self._session is not None:
             await self._session.close()

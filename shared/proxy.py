@@ -12,6 +12,7 @@ connection is in use. A slot that does not come free in time is the
 gateway's own limit, not the backend's failure: it is never counted toward a
 breaker or a throttle, and if no backend could even be tried the caller gets
 the gateway's load-shedding answer (503 `gateway_overloaded`, Retry-After).
+So is a timeout that fired while the gateway's own event loop was stalled.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from yarl import URL
 from shared import telemetry
 from shared.backendauth import BackendCredential
 from shared.breaker import BreakerBoard
-from shared.capacity import Capacity, CapacityPolicy, PoolFull, overloaded
+from shared.capacity import Capacity, CapacityPolicy, LocalLimit, LoopStalled, overloaded
 from shared.clock import Clock
 from shared.config import BackendConfig
 from shared.errors import AttemptFailed, BackendsThrottled, GatewayError, NoBackendAvailable, retry_after_headers
@@ -201,7 +202,7 @@ class Proxy:
         tried: set[str] = set()
         throttled_for: list[float] = []
         failures: list[str] = []
-        full: list[str] = []  # backends skipped because this instance's slots for them were full
+        local: list[str] = []  # attempts our own limits stopped (full slots, a stalled loop): never the backend's
         unavailable: Unavailable | None = None
         while len(attempts) < self._max_attempts:
             choice = await self._router.next(call.deployment, tried)
@@ -215,10 +216,10 @@ class Proxy:
             )
             try:
                 answer = await self._attempt(choice, call, span.headers)
-            except PoolFull as exc:
-                # Our own queue, not the backend: no attempt, breaker or throttle; try the next backend.
+            except LocalLimit as exc:
+                # Our own limit, not the backend: no attempt, breaker or throttle; try the next backend.
                 span.end("gateway_overloaded")
-                full.append(choice.backend.name)
+                local.append(str(exc))
                 log.warning("%s; trying the next backend", exc)
                 continue
             except AttemptFailed as failed:
@@ -242,9 +243,9 @@ class Proxy:
                 stream=answer.stream,
                 backend_seconds=answer.backend_seconds,
             )
-        if full and not attempts:
+        if local and not attempts:
             return Exhausted(overloaded(call.deployment), ())
-        failures += [f"{name}: the gateway's connection slots are full" for name in full]
+        failures += local
         error = self._exhausted(call.deployment, attempts, throttled_for, failures, unavailable)
         return Exhausted(error, tuple(attempts))
 
@@ -306,8 +307,14 @@ class Proxy:
         headers = request_headers(call.client_headers, call.request_id, credential, call.extra_headers, trace_headers)
         session = await self._session()
         release = await self._capacity.acquire(backend.name, call.stream)  # PoolFull: a local outcome
+        started = asyncio.get_running_loop().time()
         try:
             answer = await self._send(session, url=url, headers=headers, call=call, backend=backend, release=release)
+        except AttemptFailed as failed:
+            release()
+            if failed.status is None and self._capacity.loop.stalled_since(started):
+                raise LoopStalled(backend.name, failed.outcome) from failed
+            raise
         except BaseException:
             release()
             raise

@@ -203,3 +203,35 @@ async def test_slots_are_handed_out_in_order_and_a_waiter_that_gives_up_leaves_n
     assert slots.in_use == 0
     assert await slots.acquire(0)
     assert not await slots.acquire(0)
+
+
+async def test_a_timeout_that_fires_while_the_gateways_loop_is_stalled_is_not_the_backends(
+    slow_sim: SimulatorThread,
+) -> None:
+    slow_sim.set_faults(slow_first_byte_ms=600)
+    settings_env = {"GATEWAY_MAX_CONNECTIONS_PER_BACKEND": "4"}
+    gateway = Gateway(
+        settings_for(
+            [{**backend("slow", slow_sim), "timeouts": {"first_byte": 0.3}}],
+            GATEWAY_BREAKER=STRICT_BREAKER,
+            **settings_env,
+        )
+    )
+    await SubscriptionAdmin(gateway.stores.subscriptions).create({"name": "capacity"}, primary_key=KEY)
+    try:
+        call = asyncio.create_task(pipeline.handle(gateway, _request(1, stream=False, max_tokens=1)))
+        await asyncio.sleep(0.1)  # the attempt is waiting for the backend, its timeout armed
+        time.sleep(1.5)  # noqa: ASYNC251 - the point: a burst of work holds the loop past the timeout
+        response = await call
+        assert response.status == 503
+        assert json.loads(response.body)["error"]["code"] == "gateway_overloaded"
+        assert _breaker_closed(gateway)
+
+        # The same timeout with the loop running freely is the backend's: it counts.
+        response = await pipeline.handle(gateway, _request(2, stream=False, max_tokens=1))
+        assert response.status == 503
+        assert json.loads(response.body)["error"]["code"] == "no_backend_available"
+        assert not _breaker_closed(gateway)
+    finally:
+        slow_sim.set_faults(None)
+        await gateway.close()
