@@ -41,6 +41,9 @@ from shared.upstream import deployment_url, mapped, request_headers
 
 log = logging.getLogger("gateway.proxy")
 
+# A stream is looked at this many times per read timeout to find it idle.
+IDLE_LOOKS = 4
+
 # Parsed backend URLs kept per proxy (one per backend, deployment, operation and api-version).
 MAX_CACHED_URLS = 1024
 
@@ -95,6 +98,7 @@ class RelayedStream:
         backend: str,
         *,
         release: Callable[[], None],
+        read_timeout: float,
     ) -> None:
         self._response = response
         self._relay = relay
@@ -102,6 +106,14 @@ class RelayedStream:
         self._release = release  # the backend slot, held until the backend's side is closed
         self._error: str | None = None
         self._events = self._run(chunks, first)
+        # The read timeout between chunks, kept here rather than by aiohttp, which re-arms a timer on every
+        # read: a count per read and a look every quarter of the timeout cost far less per event.
+        self._reads = 0
+        self._seen = 0
+        self._idle_looks = 0
+        self._timed_out = False
+        self._look_every = read_timeout / IDLE_LOOKS
+        self._watch = asyncio.get_running_loop().call_later(self._look_every, self._look)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._events
@@ -111,6 +123,7 @@ class RelayedStream:
         try:
             yield first
             async for chunk in chunks:
+                self._reads += 1
                 out = relay.feed(chunk)
                 if out:
                     yield out
@@ -118,15 +131,27 @@ class RelayedStream:
                 self._error = "the backend ended the stream early"
                 yield error_event("The backend ended the stream before it was complete.")
         except (aiohttp.ClientError, TimeoutError) as exc:
-            self._error = type(exc).__name__
-            log.warning("backend %s failed mid-stream: %s", self._backend, type(exc).__name__)
+            self._error = "TimeoutError" if self._timed_out else type(exc).__name__
+            log.warning("backend %s failed mid-stream: %s", self._backend, self._error)
             yield error_event("The backend failed while streaming the response.")
         finally:
+            self._watch.cancel()
             if relay.done:
                 self._response.release()  # read to the end: the connection can be reused
             else:
                 self._response.close()
             self._release()
+
+    def _look(self) -> None:
+        if self._reads != self._seen:
+            self._seen, self._idle_looks = self._reads, 0
+        else:
+            self._idle_looks += 1
+            if self._idle_looks >= IDLE_LOOKS:  # nothing read for a whole read timeout
+                self._timed_out = True
+                self._response.close()  # the pending read fails; the caller gets an error event
+                return
+        self._watch = asyncio.get_running_loop().call_later(self._look_every, self._look)
 
     def abort(self) -> None:
         """Cut the backend's side now (the gateway is shutting down); the caller gets an error event."""
@@ -135,6 +160,7 @@ class RelayedStream:
     async def finish(self) -> StreamOutcome:
         """Close the backend's side (if the caller left early) and say how the stream ended."""
         await self._events.aclose()
+        self._watch.cancel()
         if not self._response.closed:  # never iterated: the generator's cleanup did not run
             self._response.close()
         self._release()
@@ -187,7 +213,7 @@ class Proxy:
         self._capacity = capacity or Capacity(CapacityPolicy())
         # Parsed once: building and parsing a URL is a good part of aiohttp's cost per call.
         self._urls: dict[tuple[str, str, str, str], URL] = {}
-        self._timeouts: dict[str, aiohttp.ClientTimeout] = {}
+        self._timeouts: dict[tuple[str, bool], aiohttp.ClientTimeout] = {}
         self._router = router
         self._breakers = breakers
         self._credentials = credentials
@@ -332,11 +358,14 @@ class Proxy:
         backend: BackendConfig,
         release: Callable[[], None],
     ) -> _Answer:
-        timeout = self._timeouts.get(backend.name)
+        timeout = self._timeouts.get((backend.name, call.stream))
         if timeout is None:
             # `sock_connect`, not `connect`: the latter would also time a wait for a pooled connection.
-            timeout = self._timeouts[backend.name] = aiohttp.ClientTimeout(
-                total=None, sock_connect=backend.connect_timeout, sock_read=backend.read_timeout
+            # A stream's reads are timed by the relay (`RelayedStream`), its first event by first_byte.
+            timeout = self._timeouts[(backend.name, call.stream)] = aiohttp.ClientTimeout(
+                total=None,
+                sock_connect=backend.connect_timeout,
+                sock_read=None if call.stream else backend.read_timeout,
             )
         started = time.perf_counter()
         with mapped():
@@ -358,7 +387,7 @@ class Proxy:
             raise AttemptFailed(str(status), retry_after, status)
         out_headers = {k: v for k in RETURN_RESPONSE_HEADERS if (v := response.headers.get(k))}
         if call.stream and status == 200:
-            stream = await self._open_stream(response, call, backend.first_byte_timeout, backend.name, release)
+            stream = await self._open_stream(response, call, backend, release)
             return _Answer(status, out_headers, stream=stream, backend_seconds=time.perf_counter() - started)
         try:
             with mapped(reading=True):
@@ -371,8 +400,7 @@ class Proxy:
         self,
         response: aiohttp.ClientResponse,
         call: BackendCall,
-        first_byte_timeout: float,
-        backend: str,
+        backend: BackendConfig,
         release: Callable[[], None],
     ) -> RelayedStream:
         relay = SseRelay(strip_usage_chunk=call.strip_usage_chunk)
@@ -380,7 +408,7 @@ class Proxy:
         chunks = response.content.iter_any()
         try:
             with mapped(reading=True):
-                async with asyncio.timeout(first_byte_timeout):
+                async with asyncio.timeout(backend.first_byte_timeout):
                     while not first:
                         chunk = await anext(chunks, None)
                         if chunk is None:
@@ -392,4 +420,6 @@ class Proxy:
         if not first:
             response.close()
             raise AttemptFailed("empty_stream")
-        return RelayedStream(response, chunks, relay, first, backend, release=release)
+        return RelayedStream(
+            response, chunks, relay, first, backend.name, release=release, read_timeout=backend.read_timeout
+        )
