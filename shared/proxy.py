@@ -246,7 +246,9 @@ class Proxy:
                 # Our own limit, not the backend: no attempt, breaker or throttle; try the next backend.
                 span.end("gateway_overloaded")
                 local.append(str(exc))
-                log.warning("%s; trying the next backend", exc)
+                if isinstance(exc, LoopStalled) and len(local) == 1:
+                    tried.discard(choice.backend.name)  # the loop has caught up: this backend gets one more go
+                log.warning("%s; trying again", exc)
                 continue
             except AttemptFailed as failed:
                 span.end(failed.outcome)

@@ -208,7 +208,7 @@ async def test_slots_are_handed_out_in_order_and_a_waiter_that_gives_up_leaves_n
 async def test_a_timeout_that_fires_while_the_gateways_loop_is_stalled_is_not_the_backends(
     slow_sim: SimulatorThread,
 ) -> None:
-    slow_sim.set_faults(slow_first_byte_ms=600)
+    slow_sim.set_faults(slow_first_byte_ms=600, count=1)  # only the first call is slow
     settings_env = {"GATEWAY_MAX_CONNECTIONS_PER_BACKEND": "4"}
     gateway = Gateway(
         settings_for(
@@ -223,12 +223,23 @@ async def test_a_timeout_that_fires_while_the_gateways_loop_is_stalled_is_not_th
         await asyncio.sleep(0.1)  # the attempt is waiting for the backend, its timeout armed
         time.sleep(1.5)  # noqa: ASYNC251 - the point: a burst of work holds the loop past the timeout
         response = await call
+        assert response.status == 200  # tried once more once the loop caught up, and served
+        assert _breaker_closed(gateway)
+
+        # Stalled twice, the call is shed by the gateway itself, and still blames no one.
+        slow_sim.set_faults(slow_first_byte_ms=600)
+        call = asyncio.create_task(pipeline.handle(gateway, _request(2, stream=False, max_tokens=1)))
+        await asyncio.sleep(0.1)
+        time.sleep(1.5)  # noqa: ASYNC251 - as above
+        await asyncio.sleep(0.1)  # the second try is under way
+        time.sleep(1.5)  # noqa: ASYNC251 - and stalls too
+        response = await call
         assert response.status == 503
         assert json.loads(response.body)["error"]["code"] == "gateway_overloaded"
         assert _breaker_closed(gateway)
 
         # The same timeout with the loop running freely is the backend's: it counts.
-        response = await pipeline.handle(gateway, _request(2, stream=False, max_tokens=1))
+        response = await pipeline.handle(gateway, _request(3, stream=False, max_tokens=1))
         assert response.status == 503
         assert json.loads(response.body)["error"]["code"] == "no_backend_available"
         assert not _breaker_closed(gateway)
