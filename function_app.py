@@ -79,6 +79,7 @@ async def _serve(req: Request, entry_name: str) -> Response:
             query=dict(req.query_params),
             body=body,
             request_id=request_id,
+            client_ip=req.client.host if req.client else None,
         )
         return _render(await serve(entry_name, gateway, request))
     except GatewayError as exc:

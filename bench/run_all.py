@@ -52,6 +52,12 @@ BENCHES = (
         240,
         "concurrent streams direct and through a gateway process: TTFB, CPU per event, memory per stream",
     ),
+    Bench(
+        "bench.fault_matrix",
+        ("--requests", "200"),
+        240,
+        "client-visible errors per fault (down, 500s, slow, hang, cut streams, 429s, 30 % on both, poison)",
+    ),
     Bench("bench.embed_bench", ("--prompts", "100"), 120, "local embedding load time and time per prompt"),
     Bench("bench.cache_bench", ("--quick",), 300, "semantic cache: store lookups, embeddings, hit against miss"),
     Bench("bench.cache_eval.evaluate", (), 180, "cache threshold evidence over labelled pairs (rewrites curve.md)"),

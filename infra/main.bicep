@@ -87,6 +87,28 @@ param probeSchedule string = '0 */5 * * * *'
 @description('Prices per 1,000 tokens by deployment (GATEWAY_PRICES); empty: list prices of the default models.')
 param prices object = {}
 
+@description('Deploy Azure AI Content Safety and turn the content-safety stage on (GATEWAY_CONTENT_SAFETY).')
+param contentSafetyEnabled bool = false
+@description('Region of the Content Safety account (Prompt Shields is offered in some regions only).')
+param contentSafetyLocation string = location
+@description('More GATEWAY_CONTENT_SAFETY fields (categories, deployments, subscriptions, on_unavailable; see the README), merged over the endpoint set here.')
+param contentSafetySettings object = {}
+
+@description('Deploy privately: a virtual network, Flex Consumption virtual network integration, and private endpoints with privatelink DNS zones for storage (blob, table), Cosmos DB, Azure OpenAI, Key Vault and Content Safety, whose public network access is then off.')
+param privateNetworking bool = false
+@description('With privateNetworking: callers still reach the gateway over the internet (true), or only from the virtual network, through the app\'s private endpoint (false).')
+param publicGatewayAccess bool = true
+@description('Address space of the virtual network (privateNetworking); the first two /24s are the app and endpoint subnets.')
+param vnetAddressPrefix string = '10.40.0.0/16'
+param appSubnetPrefix string = '10.40.0.0/24'
+param endpointSubnetPrefix string = '10.40.1.0/24'
+
+@description('Blob container of the audit log of prompts and completions (turned on per subscription by the admin API).')
+param promptLogContainerName string = 'promptlog'
+@description('Days an audit-log blob is kept before the storage lifecycle rule deletes it.')
+@minValue(1)
+param promptLogRetentionDays int = 90
+
 @description('Most instances the app scales out to; with httpPerInstanceConcurrency, the most concurrent streams.')
 @minValue(1)
 @maxValue(1000)
@@ -102,10 +124,43 @@ param httpPerInstanceConcurrency int = 250
 @allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_GZRS'])
 param storageSkuName string = 'Standard_LRS'
 
+// Entra ID callers and admins (README, "Entra ID"): off while entraTenantId is empty.
+@description('Directory (tenant) id whose tokens the gateway accepts. Empty: Entra ID off, keys only.')
+param entraTenantId string = ''
+@description('The gateway app registration\'s Application ID URI, e.g. api://aoai-gateway: the audience of v1 tokens.')
+param gatewayAppIdUri string = ''
+@description('The gateway app registration\'s client (application) id: the audience of v2 tokens.')
+param gatewayAppClientId string = ''
+@description('App role that may use the whole admin API.')
+param entraAdminRole string = 'Gateway.Admin'
+@description('App role that may use the admin API\'s read-only views.')
+param entraReaderRole string = 'Gateway.Reader'
+@description('Comma-separated app roles or scopes a calling app\'s token needs one of; empty: none.')
+param entraRequiredRoles string = ''
+@description('Sovereign clouds: the signing keys URL and the issuers (comma-separated); empty: the public cloud\'s.')
+param entraJwksUrl string = ''
+param entraIssuers string = ''
+@description('false: the shared admin key is refused; only tokens with the admin or reader role reach the admin API.')
+param adminKeyEnabled bool = true
+
 var abbrs = loadJsonContent('./abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
   'azd-env-name': environmentName
+}
+// Every service but the gateway itself goes private with privateNetworking; the gateway too without publicGatewayAccess.
+var servicesPublicAccess = privateNetworking ? 'Disabled' : 'Enabled'
+var servicesDefaultAction = privateNetworking ? 'Deny' : 'Allow'
+var gatewayPublicAccess = (privateNetworking && !publicGatewayAccess) ? 'Disabled' : 'Enabled'
+// The privatelink zones of the public cloud, one per kind of private endpoint.
+var privateDnsZones = {
+  blob: 'privatelink.blob.core.windows.net'
+  table: 'privatelink.table.core.windows.net'
+  cosmos: 'privatelink.documents.azure.com'
+  openai: 'privatelink.openai.azure.com'
+  vault: 'privatelink.vaultcore.azure.net'
+  cognitive: 'privatelink.cognitiveservices.azure.com'
+  sites: 'privatelink.azurewebsites.net'
 }
 var functionAppName = '${abbrs.webSitesFunctions}api-${resourceToken}'
 var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(toLower(uniqueString(functionAppName, resourceToken)), 7)}'
@@ -135,6 +190,10 @@ module storage './app/storage.bicep' = {
     tags: tags
     deploymentContainerName: deploymentContainerName
     skuName: storageSkuName
+    publicNetworkAccess: servicesPublicAccess
+    networkDefaultAction: servicesDefaultAction
+    promptLogContainerName: promptLogContainerName
+    promptLogRetentionDays: promptLogRetentionDays
   }
 }
 
@@ -157,6 +216,8 @@ module keyVault './app/keyvault.bicep' = {
     location: location
     tags: tags
     adminKey: gatewayAdminKey
+    publicNetworkAccess: servicesPublicAccess
+    networkDefaultAction: servicesDefaultAction
   }
 }
 
@@ -172,6 +233,7 @@ module cosmos './app/cosmos.bicep' = {
     embeddingDimensions: embeddingDimensions
     vectorIndexType: cacheVectorIndexType
     defaultTtl: cacheTtlSeconds
+    publicNetworkAccess: servicesPublicAccess
   }
 }
 
@@ -200,6 +262,7 @@ module openAiPrimary './app/openai.bicep' = {
     location: openAiPrimaryLocation
     tags: tags
     deployments: modelDeployments
+    publicNetworkAccess: servicesPublicAccess
   }
 }
 
@@ -211,6 +274,18 @@ module openAiSecondary './app/openai.bicep' = {
     location: openAiSecondaryLocation
     tags: tags
     deployments: modelDeployments
+    publicNetworkAccess: servicesPublicAccess
+  }
+}
+
+module contentSafety './app/contentsafety.bicep' = if (contentSafetyEnabled) {
+  name: 'contentsafety'
+  scope: rg
+  params: {
+    name: '${abbrs.cognitiveServicesContentSafety}${resourceToken}'
+    location: contentSafetyLocation
+    tags: tags
+    publicNetworkAccess: servicesPublicAccess
   }
 }
 
@@ -224,6 +299,7 @@ module rbac './app/rbac.bicep' = {
     openAiSecondaryName: openAiSecondary.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     keyVaultName: keyVault.outputs.name
+    contentSafetyName: contentSafetyEnabled ? contentSafety.outputs.name : ''
     appPrincipalId: identity.outputs.principalId
     userPrincipalId: principalId
     userPrincipalType: principalType
@@ -291,6 +367,8 @@ var gatewayBaseSettings = {
   GATEWAY_BACKENDS: string(backends)
   GATEWAY_ADMIN_KEY: '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.adminKeySecretUri})'
   GATEWAY_STORAGE__tableServiceUri: storage.outputs.tableEndpoint
+  GATEWAY_STORAGE__blobServiceUri: storage.outputs.blobEndpoint
+  GATEWAY_PROMPT_LOG: string({ container: promptLogContainerName })
   GATEWAY_STORAGE__credential: 'managedidentity'
   GATEWAY_STORAGE__clientId: identity.outputs.clientId
   GATEWAY_COSMOS__accountEndpoint: cosmos.outputs.endpoint
@@ -305,7 +383,21 @@ var gatewayBaseSettings = {
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD;ClientId=${identity.outputs.clientId}'
 }
 var cacheSetting = cacheEnabled ? { GATEWAY_CACHE: string(cacheConfig) } : {}
-var gatewaySettings = union(gatewayBaseSettings, cacheSetting)
+// Managed identity is the stage's default auth: only the endpoint is needed.
+var contentSafetyConfig = union({ endpoint: contentSafetyEnabled ? contentSafety.outputs.endpoint : '' }, contentSafetySettings)
+var contentSafetySetting = contentSafetyEnabled ? { GATEWAY_CONTENT_SAFETY: string(contentSafetyConfig) } : {}
+var entraAudience = empty(gatewayAppClientId) ? gatewayAppIdUri : (empty(gatewayAppIdUri) ? gatewayAppClientId : '${gatewayAppIdUri},${gatewayAppClientId}')
+var entraSettings = empty(entraTenantId) ? { GATEWAY_ADMIN_KEY_ENABLED: 'true' } : {
+  GATEWAY_ENTRA_TENANT_ID: entraTenantId
+  GATEWAY_ENTRA_AUDIENCE: entraAudience
+  GATEWAY_ENTRA_ADMIN_ROLE: entraAdminRole
+  GATEWAY_ENTRA_READER_ROLE: entraReaderRole
+  GATEWAY_ENTRA_REQUIRED_ROLES: entraRequiredRoles
+  GATEWAY_ENTRA_JWKS_URL: entraJwksUrl
+  GATEWAY_ENTRA_ISSUER: entraIssuers
+  GATEWAY_ADMIN_KEY_ENABLED: adminKeyEnabled ? 'true' : 'false'
+}
+var gatewaySettings = union(gatewayBaseSettings, cacheSetting, contentSafetySetting, entraSettings)
 
 module api './app/api.bicep' = {
   name: 'api'
@@ -323,12 +415,110 @@ module api './app/api.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     httpPerInstanceConcurrency: httpPerInstanceConcurrency
+    publicNetworkAccess: gatewayPublicAccess
+    virtualNetworkSubnetId: privateNetworking ? network.outputs.appSubnetId : ''
   }
   // The identity's roles first: the host needs storage at start, and the admin key's
   // Key Vault reference resolves once the app reads its settings.
   dependsOn: [
     rbac
+    privateEndpoints
   ]
+}
+
+module network './app/network.bicep' = if (privateNetworking) {
+  name: 'network'
+  scope: rg
+  params: {
+    name: '${abbrs.networkVirtualNetworks}${resourceToken}'
+    location: location
+    tags: tags
+    addressPrefix: vnetAddressPrefix
+    appSubnetPrefix: appSubnetPrefix
+    endpointSubnetPrefix: endpointSubnetPrefix
+    privateDnsZoneNames: [for zone in items(privateDnsZones): zone.value]
+  }
+}
+
+// Every service the gateway calls, by its private endpoint; the gateway's own when callers come from the network.
+var serviceEndpoints = [
+  {
+    name: 'blob'
+    id: storage.outputs.id
+    group: 'blob'
+    zone: privateDnsZones.blob
+  }
+  {
+    name: 'table'
+    id: storage.outputs.id
+    group: 'table'
+    zone: privateDnsZones.table
+  }
+  {
+    name: 'cosmos'
+    id: cosmos.outputs.id
+    group: 'Sql'
+    zone: privateDnsZones.cosmos
+  }
+  {
+    name: 'openai-1'
+    id: openAiPrimary.outputs.id
+    group: 'account'
+    zone: privateDnsZones.openai
+  }
+  {
+    name: 'openai-2'
+    id: openAiSecondary.outputs.id
+    group: 'account'
+    zone: privateDnsZones.openai
+  }
+  {
+    name: 'vault'
+    id: keyVault.outputs.id
+    group: 'vault'
+    zone: privateDnsZones.vault
+  }
+]
+var contentSafetyEndpoints = contentSafetyEnabled ? [
+  {
+    name: 'contentsafety'
+    id: contentSafety.outputs.id
+    group: 'account'
+    zone: privateDnsZones.cognitive
+  }
+] : []
+
+// Before the app: its host reaches storage at start, through these endpoints.
+module privateEndpoints './app/private-endpoints.bicep' = if (privateNetworking) {
+  name: 'private-endpoints'
+  scope: rg
+  params: {
+    namePrefix: '${abbrs.networkPrivateEndpoints}${resourceToken}-'
+    location: location
+    tags: tags
+    subnetId: privateNetworking ? network.outputs.endpointSubnetId : ''
+    endpoints: concat(serviceEndpoints, contentSafetyEndpoints)
+  }
+}
+
+// The gateway's own endpoint, for callers inside the network when its public access is off.
+module gatewayEndpoint './app/private-endpoints.bicep' = if (privateNetworking && !publicGatewayAccess) {
+  name: 'gateway-endpoint'
+  scope: rg
+  params: {
+    namePrefix: '${abbrs.networkPrivateEndpoints}${resourceToken}-'
+    location: location
+    tags: tags
+    subnetId: privateNetworking ? network.outputs.endpointSubnetId : ''
+    endpoints: [
+      {
+        name: 'api'
+        id: api.outputs.id
+        group: 'sites'
+        zone: privateDnsZones.sites
+      }
+    ]
+  }
 }
 
 // azd keeps these in the environment (.azure/<env>/.env); the post-provision hook reads them.

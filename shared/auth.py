@@ -17,10 +17,12 @@ import hmac
 import logging
 import secrets
 from collections.abc import Mapping
+from typing import Protocol
 
 from shared.clock import Clock
+from shared.entra.tokens import looks_like_jwt
 from shared.errors import Forbidden, ServiceUnavailable, StoreUnavailable, Unauthorized
-from shared.models import Caller, Subscription, SubscriptionState
+from shared.models import AuthMode, Caller, Subscription, SubscriptionState, caller_for
 from shared.stores.protocols import SubscriptionStore
 
 log = logging.getLogger("gateway.auth")
@@ -51,16 +53,44 @@ def key_from_headers(headers: Mapping[str, str]) -> str | None:
     return key or None
 
 
+def bearer_of(headers: Mapping[str, str]) -> str | None:
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def check_usable(subscription: Subscription, now: float) -> None:
+    """403 for a subscription that exists but may not be used now, whichever way the caller proved it."""
+    if subscription.state is not SubscriptionState.ACTIVE:
+        raise Forbidden("This subscription is suspended.", code="subscription_suspended")
+    if subscription.expires_at is not None and now >= subscription.expires_at:
+        raise Forbidden("This subscription has expired.", code="subscription_expired")
+
+
+class TokenCallers(Protocol):
+    """Entra ID bearer tokens to callers (`shared.entra.callers`), when Entra is configured."""
+
+    async def authenticate(self, token: str) -> Caller: ...
+
+    def forget(self) -> None: ...
+
+
 class Authenticator:
-    def __init__(self, store: SubscriptionStore, clock: Clock, *, cache_seconds: float) -> None:
+    def __init__(
+        self, store: SubscriptionStore, clock: Clock, *, cache_seconds: float, tokens: TokenCallers | None = None
+    ) -> None:
         self._store = store
         self._clock = clock
+        self.tokens = tokens
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[Subscription | None, float]] = {}
         self.stale_answers = 0  # lookups answered from an expired entry because the store was unavailable
         self._store_down = False
 
     async def authenticate(self, headers: Mapping[str, str]) -> Caller:
+        if self.tokens is not None and "api-key" not in headers and "ocp-apim-subscription-key" not in headers:
+            bearer = bearer_of(headers)
+            if bearer is not None and looks_like_jwt(bearer):  # a key never has a JWT's shape
+                return await self.tokens.authenticate(bearer)
         key = key_from_headers(headers)
         if key is None:
             raise Unauthorized(
@@ -76,17 +106,12 @@ class Authenticator:
             or hmac.compare_digest(key_hash, subscription.secondary_key_hash)
         ):
             raise Unauthorized("Access denied: invalid subscription key.")
-        if subscription.state is not SubscriptionState.ACTIVE:
-            raise Forbidden("This subscription is suspended.", code="subscription_suspended")
-        if subscription.expires_at is not None and self._clock.now() >= subscription.expires_at:
-            raise Forbidden("This subscription has expired.", code="subscription_expired")
-        return Caller(
-            subscription_id=subscription.id,
-            subscription_name=subscription.name,
-            limits=subscription.limits,
-            allowed_deployments=subscription.allowed_deployments,
-            cache_opt_out=subscription.cache_opt_out,
-        )
+        check_usable(subscription, self._clock.now())
+        if AuthMode.KEY not in subscription.auth_modes:
+            raise Forbidden(
+                "This subscription does not accept keys; call with an Entra ID token.", code="key_auth_disabled"
+            )
+        return caller_for(subscription)
 
     async def _lookup(self, key_hash: str) -> Subscription | None:
         now = self._clock.now()
@@ -118,3 +143,5 @@ class Authenticator:
     def forget(self) -> None:
         """Drop cached lookups (after an admin change on this instance)."""
         self._cache.clear()
+        if self.tokens is not None:
+            self.tokens.forget()

@@ -2,25 +2,36 @@
 
 State machine (functions of state, policy and time; no I/O):
 
-    CLOSED --N counted failures within interval--> OPEN (until now + max(trip, Retry-After))
+    CLOSED --rate: >= failure_rate of >= min_requests in the window failed--> OPEN (until now + max(trip, Retry-After))
+    CLOSED --count: N counted failures within interval-----------------------> OPEN
     OPEN --time passes, one instance claims the trial--> HALF_OPEN (trial leased to that instance)
     HALF_OPEN --trial succeeds--> CLOSED      HALF_OPEN --trial fails--> OPEN
     HALF_OPEN --trial lease expires unreported--> another instance may claim it
 
+The rate rule's window is kept in the record as `BUCKETS` time buckets of
+(requests, failures), so a shared record stays small whatever the traffic.
+Which failures are counted at all (the backend's fault, not the request's) is
+decided by `shared.blame`; this module only counts what it is told.
+
 `BreakerBoard` keeps a local copy of every breaker, refreshed from the shared
 `BreakerStore` at most every `sync_seconds` (so the hot path does no storage
-I/O), and writes transitions with compare-and-swap. When the store fails, the
-board carries on with local state and says so once in the log.
+I/O), and writes transitions with compare-and-swap. Successes are tallied in
+memory and written only with this instance's next failure, or at a refresh
+that finds failures in the shared window: a healthy pool costs no writes, and
+a failing one sees every instance's successes within one refresh. When the
+store fails, the board carries on with local state and says so once in the log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from functools import partial
 
 from shared.clock import Clock
 from shared.config import BreakerPolicy
@@ -30,6 +41,9 @@ from shared.stores.protocols import BreakerStore
 log = logging.getLogger("gateway.breaker")
 
 Change = Callable[["BreakerState"], "BreakerState | None"]
+Bucket = tuple[float, int, int]  # (start, requests, failures) of one slice of the rate window
+
+BUCKETS = 10
 
 
 class Status(StrEnum):
@@ -47,6 +61,7 @@ class BreakerState:
     trial_until: float = 0.0
     trips: int = 0
     reason: str = ""
+    window: tuple[Bucket, ...] = ()  # the rate rule's counts, oldest bucket first
 
     def to_record(self) -> dict[str, object]:
         return {
@@ -57,11 +72,13 @@ class BreakerState:
             "trial_until": self.trial_until,
             "trips": self.trips,
             "reason": self.reason,
+            "window": [list(b) for b in self.window],
         }
 
     @classmethod
     def from_record(cls, rec: dict[str, object]) -> BreakerState:
         failures = rec.get("failures", [])
+        window = rec.get("window", [])
         return cls(
             status=Status(str(rec.get("status", "closed"))),
             failures=tuple(float(f) for f in failures) if isinstance(failures, list) else (),
@@ -70,6 +87,7 @@ class BreakerState:
             trial_until=float(rec.get("trial_until", 0.0)),  # type: ignore[arg-type]
             trips=int(rec.get("trips", 0)),  # type: ignore[call-overload]
             reason=str(rec.get("reason", "")),
+            window=tuple((float(b[0]), int(b[1]), int(b[2])) for b in window) if isinstance(window, list) else (),
         )
 
 
@@ -95,9 +113,55 @@ def claim_trial(policy: BreakerPolicy, state: BreakerState, now: float, instance
     return replace(state, status=Status.HALF_OPEN, trial_owner=instance, trial_until=now + policy.trial_timeout_seconds)
 
 
+def _width(policy: BreakerPolicy) -> float:
+    return policy.window_seconds / BUCKETS
+
+
+def bucket_of(policy: BreakerPolicy, now: float) -> float:
+    """The start of the window bucket `now` falls in (the same float on every instance)."""
+    width = _width(policy)
+    return math.floor(now / width) * width
+
+
+def _oldest_live(policy: BreakerPolicy, now: float) -> float:
+    return bucket_of(policy, now) - (BUCKETS - 1) * _width(policy)
+
+
+def add_counts(
+    policy: BreakerPolicy, window: tuple[Bucket, ...], now: float, counts: Iterable[Bucket]
+) -> tuple[Bucket, ...]:
+    """`window` with `counts` added bucket by bucket, buckets older than the window dropped."""
+    oldest = _oldest_live(policy, now)
+    merged: dict[float, tuple[int, int]] = {}
+    for start, requests, failures in (*window, *counts):
+        if start < oldest:
+            continue
+        had = merged.get(start, (0, 0))
+        merged[start] = (had[0] + requests, had[1] + failures)
+    return tuple((start, r, f) for start, (r, f) in sorted(merged.items()))
+
+
+def window_totals(policy: BreakerPolicy, window: tuple[Bucket, ...], now: float) -> tuple[int, int]:
+    """(requests, failures) counted within the window that ends now."""
+    oldest = _oldest_live(policy, now)
+    live = [b for b in window if b[0] >= oldest]
+    return sum(b[1] for b in live), sum(b[2] for b in live)
+
+
+def _over_rate(policy: BreakerPolicy, requests: int, failures: int) -> bool:
+    return requests >= policy.min_requests and failures >= policy.failure_rate * requests
+
+
 def record_failure(
-    policy: BreakerPolicy, state: BreakerState, now: float, *, retry_after: float | None, reason: str
+    policy: BreakerPolicy,
+    state: BreakerState,
+    now: float,
+    *,
+    retry_after: float | None,
+    reason: str,
+    counts: Iterable[Bucket] = (),
 ) -> BreakerState:
+    """One counted failure, with `counts` (this instance's tallies not yet shared) added to the rate window."""
     hold = policy.trip_seconds
     if policy.accept_retry_after and retry_after:
         hold = max(hold, retry_after)
@@ -105,10 +169,32 @@ def record_failure(
         return BreakerState(Status.OPEN, (), now + hold, None, 0.0, state.trips + 1, f"trial failed: {reason}")
     if state.status is Status.OPEN:
         return state
-    failures = (*tuple(t for t in state.failures if t > now - policy.interval_seconds), now)
-    if len(failures) >= policy.failures:
+    if policy.mode == "rate":
+        window = add_counts(policy, state.window, now, (*counts, (bucket_of(policy, now), 1, 1)))
+        requests, failures = window_totals(policy, window, now)
+        if _over_rate(policy, requests, failures):
+            why = f"{reason} ({failures} of {requests} requests failed within {policy.window_seconds:g} s)"
+            return BreakerState(Status.OPEN, (), now + hold, None, 0.0, state.trips + 1, why)
+        return replace(state, window=window)
+    failures_at = (*tuple(t for t in state.failures if t > now - policy.interval_seconds), now)
+    if len(failures_at) >= policy.failures:
         return BreakerState(Status.OPEN, (), now + hold, None, 0.0, state.trips + 1, reason)
-    return replace(state, failures=failures)
+    return replace(state, failures=failures_at)
+
+
+def record_counts(
+    policy: BreakerPolicy, state: BreakerState, now: float, counts: Iterable[Bucket]
+) -> BreakerState | None:
+    """A closed breaker's window with another instance's tallies added (None: nothing to write)."""
+    if state.status is not Status.CLOSED or policy.mode != "rate":
+        return None
+    window = add_counts(policy, state.window, now, counts)
+    return None if window == state.window else replace(state, window=window)
+
+
+def failing(policy: BreakerPolicy, state: BreakerState, now: float) -> bool:
+    """Whether the shared window holds failures (then this instance's successes are worth writing)."""
+    return policy.mode == "rate" and window_totals(policy, state.window, now)[1] > 0
 
 
 def record_success(state: BreakerState) -> BreakerState:
@@ -150,6 +236,8 @@ class BreakerBoard:
         # Drained by telemetry; bounded so a gateway without telemetry does not grow it forever.
         self.transitions: deque[tuple[str, Status, Status]] = deque(maxlen=1000)
         self._trials: dict[str, float] = {}  # key -> lease end of the trial this instance has sent
+        # key -> bucket start -> [requests, failures] counted here and not yet written to the shared record.
+        self._tallies: dict[str, dict[float, list[int]]] = {}
 
     @staticmethod
     def key(backend: str, deployment: str) -> str:
@@ -160,6 +248,28 @@ class BreakerBoard:
 
     def snapshot(self) -> dict[str, BreakerState]:
         return dict(self._local)
+
+    def reopens_in(self, key: str) -> float | None:
+        """Seconds until this breaker lets a request through again (None: it does now, or no time is known)."""
+        state, now = self.state(key), self._clock.now()
+        if state.status is Status.OPEN:
+            return max(0.0, state.open_until - now)
+        if state.status is Status.HALF_OPEN and state.trial_owner != self.instance:
+            return max(0.0, state.trial_until - now)
+        return None
+
+    def _tally(self, key: str, *, failed: bool) -> None:
+        now = self._clock.now()
+        tallies = self._tallies.setdefault(key, {})
+        counts = tallies.setdefault(bucket_of(self.policy, now), [0, 0])
+        counts[0] += 1
+        counts[1] += int(failed)
+        if len(tallies) > BUCKETS:  # drop what has left the window, so an idle instance holds nothing old
+            oldest = min(tallies)
+            del tallies[oldest]
+
+    def _take_tallies(self, key: str) -> tuple[Bucket, ...]:
+        return tuple((start, c[0], c[1]) for start, c in sorted(self._tallies.pop(key, {}).items()))
 
     def _note(self, key: str, old: BreakerState, new: BreakerState) -> None:
         if old.status is not new.status:
@@ -196,6 +306,14 @@ class BreakerBoard:
         for key, versioned in records.items():
             self._note(key, self.state(key), BreakerState.from_record(versioned.value))
             self._etags[key] = versioned.etag
+        await self._share_tallies()
+
+    async def _share_tallies(self) -> None:
+        """Write this instance's successes where the shared window holds failures, so the rate is everyone's."""
+        now = self._clock.now()
+        for key in [k for k in self._tallies if failing(self.policy, self.state(k), now)]:
+            counts = self._take_tallies(key)
+            await self._transition(key, partial(record_counts, self.policy, now=now, counts=counts))
 
     async def allow(self, key: str) -> bool:
         """Whether a request may go to this breaker's backend now; may claim the half-open trial."""
@@ -219,19 +337,22 @@ class BreakerBoard:
         return True
 
     async def failure(self, key: str, *, retry_after: float | None, reason: str) -> None:
+        """A failure that is the backend's fault (`shared.blame` decides which are)."""
         self._trials.pop(key, None)
         now = self._clock.now()
+        counts = self._take_tallies(key)
         await self._transition(
-            key, lambda s: record_failure(self.policy, s, now, retry_after=retry_after, reason=reason)
+            key,
+            lambda s: record_failure(self.policy, s, now, retry_after=retry_after, reason=reason, counts=counts),
         )
 
     async def success(self, key: str) -> None:
         self._trials.pop(key, None)
         state = self.state(key)
-        if state.status is Status.CLOSED and not state.failures:
-            return  # the common case: nothing to write
         if state.status is Status.CLOSED:
-            return  # failures age out of the interval by themselves
+            if self.policy.mode == "rate":
+                self._tally(key, failed=False)  # in memory: shared with the next failure or refresh
+            return  # count mode: failures age out of the interval by themselves
         await self._transition(key, record_success)
 
     async def open(self, key: str, reason: str) -> None:

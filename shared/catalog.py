@@ -25,6 +25,38 @@ CATALOG: tuple[Setting, ...] = (
         None,
         "Key for the admin API (header x-admin-key). Admin routes are off when unset.",
     ),
+    Setting(
+        "GATEWAY_ADMIN_KEY_ENABLED",
+        "true",
+        "false: the admin key is refused; only Entra tokens with the admin or reader app role reach the admin API.",
+    ),
+    Setting(
+        "GATEWAY_ENTRA_TENANT_ID",
+        None,
+        "Entra directory (tenant) id. Set: callers may present Entra ID tokens, and admins app-role tokens.",
+    ),
+    Setting(
+        "GATEWAY_ENTRA_AUDIENCE",
+        None,
+        "The gateway's app ID URI (api://...) and/or client id, comma-separated: a token's aud must be one.",
+    ),
+    Setting(
+        "GATEWAY_ENTRA_JWKS_URL",
+        None,
+        "Signing keys URL. Default https://login.microsoftonline.com/<tenant>/discovery/v2.0/keys.",
+    ),
+    Setting(
+        "GATEWAY_ENTRA_ISSUER",
+        None,
+        "Accepted issuers, comma-separated (sovereign clouds). Default: the tenant's v1 and v2 issuers.",
+    ),
+    Setting(
+        "GATEWAY_ENTRA_REQUIRED_ROLES",
+        None,
+        "App roles or scopes a caller's token needs one of, comma-separated. Unset: none required.",
+    ),
+    Setting("GATEWAY_ENTRA_ADMIN_ROLE", "Gateway.Admin", "App role that may use the whole admin API."),
+    Setting("GATEWAY_ENTRA_READER_ROLE", "Gateway.Reader", "App role that may use the admin API's GET views."),
     Setting("GATEWAY_MAX_BODY_BYTES", "4194304", "Largest request body accepted; larger answers 413."),
     Setting("GATEWAY_MAX_ATTEMPTS", "3", "Backend attempts per request, failovers included."),
     Setting(
@@ -35,7 +67,9 @@ CATALOG: tuple[Setting, ...] = (
     Setting(
         "GATEWAY_BREAKER",
         "{}",
-        "JSON circuit-breaker policy: failures, interval_seconds, trip_seconds, status_ranges, count_429.",
+        "JSON circuit-breaker policy: mode (rate | count), failure_rate, min_requests, window_seconds (rate); "
+        "failures, interval_seconds (count); trip_seconds, status_ranges, count_429, accept_retry_after, "
+        "trial_timeout_seconds.",
     ),
     Setting(
         "GATEWAY_STORAGE",
@@ -99,9 +133,45 @@ CATALOG: tuple[Setting, ...] = (
     ),
     Setting("GATEWAY_COSMOS_DATABASE", "gateway", "Cosmos DB database of the cache."),
     Setting("GATEWAY_COSMOS_CONTAINER", "semcache", "Cosmos DB container of the cache."),
-    Setting("GATEWAY_PRICES", "{}", "JSON price table: deployment -> {input, output} per 1,000 tokens."),
+    Setting(
+        "GATEWAY_PRICES",
+        "{}",
+        "JSON price table: deployment -> {input, output, cached_input (optional)} per 1,000 tokens.",
+    ),
     Setting("GATEWAY_LEDGER_FLUSH_SECONDS", "10", "How often usage ledger rows are written."),
+    Setting(
+        "GATEWAY_BUDGET_SYNC_SECONDS",
+        "5",
+        "How often an instance adds its spend to a subscription's shared budget record (and reads everyone's).",
+    ),
+    Setting(
+        "GATEWAY_BUDGET_WEBHOOK_URL",
+        "",
+        "Budget alerts are also POSTed here (JSON, signed with HMAC-SHA256, retried). Empty: log and metric only.",
+    ),
+    Setting(
+        "GATEWAY_BUDGET_WEBHOOK_SECRET",
+        "",
+        "Key of the budget webhook's HMAC-SHA256 signature (x-gateway-signature); required with the URL.",
+    ),
     Setting("GATEWAY_LOG_PROMPTS", "false", "Log prompt text (off: prompts never reach logs)."),
+    Setting(
+        "GATEWAY_PROMPT_LOG",
+        "{}",
+        "JSON settings of the audit log of prompts and completions (container, queue_size, batch_records, "
+        "flush_seconds, max_record_bytes, redact, lookup_hours). Which requests are logged is per subscription.",
+    ),
+    Setting(
+        "GATEWAY_CONTENT_SAFETY",
+        None,
+        "JSON Content Safety stage (endpoint, auth, prompt_shields, categories, deployments, subscriptions, "
+        "on_unavailable, timeout_seconds, max_chunks). Off when unset. Schema in the README.",
+    ),
+    Setting(
+        "GATEWAY_STORAGE__blobServiceUri",
+        None,
+        "Blob service URI of the audit log in Azure (managed identity); locally GATEWAY_STORAGE's blob endpoint.",
+    ),
     Setting(
         "GATEWAY_METRICS_ENDPOINT",
         "false",

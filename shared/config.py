@@ -11,7 +11,7 @@ import json
 import os
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,7 +19,10 @@ from urllib.parse import urlsplit
 from shared.cache.config import CacheConfig, parse_cache_config
 from shared.capacity import CapacityPolicy
 from shared.catalog import BY_NAME
+from shared.contentsafety.config import ContentSafetyConfig, parse_content_safety_config
+from shared.entra.config import EntraConfig, parse_entra_config
 from shared.errors import ConfigError
+from shared.promptlog.config import PromptLogConfig, parse_prompt_log_config
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
@@ -45,8 +48,20 @@ class BackendConfig:
     read_timeout: float = 60.0  # between two chunks of a body
 
 
+BREAKER_MODES = ("rate", "count")
+
+
 @dataclass(frozen=True, slots=True)
 class BreakerPolicy:
+    """When a backend deployment's circuit opens, and for how long.
+
+    `mode` "rate" (the default) trips on a failure rate: at least `failure_rate`
+    of the requests counted within `window_seconds` failed, once there are
+    `min_requests` of them, so one busy pool does not trip on a handful of
+    failures. "count" trips on `failures` counted failures within
+    `interval_seconds`, whatever the volume.
+    """
+
     failures: int = 5
     interval_seconds: float = 10.0
     trip_seconds: float = 30.0
@@ -54,6 +69,10 @@ class BreakerPolicy:
     count_429: bool = False
     accept_retry_after: bool = True
     trial_timeout_seconds: float = 30.0  # a half-open trial not reported back in time is released
+    mode: str = "rate"
+    failure_rate: float = 0.5
+    min_requests: int = 20
+    window_seconds: float = 30.0
 
     def counts(self, status: int) -> bool:
         if status == 429:
@@ -61,30 +80,33 @@ class BreakerPolicy:
         return any(lo <= status <= hi for lo, hi in self.status_ranges)
 
 
-TOKEN_TYPES = ("input", "output")
+TOKEN_TYPES = ("input", "cached_input", "output")
 
 
 @dataclass(frozen=True, slots=True)
 class TokenPrices(Mapping[str, float]):
     """One deployment's prices per 1,000 tokens, by token type.
 
-    Also a read-only mapping of token type to price, the shape the ledger's `price` reads.
+    `cached_input` prices prompt tokens the backend served from its prompt
+    cache; unset, they cost `input` (and the mapping has no such key). Also a
+    read-only mapping of token type to price, the shape the ledger's `price` reads.
     """
 
     input: float = 0.0
     output: float = 0.0
+    cached_input: float | None = None
 
     def __getitem__(self, token_type: str) -> float:
-        if token_type not in TOKEN_TYPES:
+        value = getattr(self, token_type, None) if token_type in TOKEN_TYPES else None
+        if value is None:  # an unknown type, or no cached rate (those tokens then cost `input`)
             raise KeyError(token_type)
-        value: float = getattr(self, token_type)
-        return value
+        return float(value)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(TOKEN_TYPES)
+        return iter(t for t in TOKEN_TYPES if getattr(self, t) is not None)
 
     def __len__(self) -> int:
-        return len(TOKEN_TYPES)
+        return sum(1 for _ in self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +120,8 @@ class StorageConfig:
 class Settings:
     backends: tuple[BackendConfig, ...]
     admin_key: str | None = None
+    admin_key_enabled: bool = True  # false: only Entra tokens with the admin (or reader) role reach the admin API
+    entra: EntraConfig | None = None
     max_body_bytes: int = 4 * 1024 * 1024
     max_attempts: int = 3
     default_throttle_seconds: float = 10.0
@@ -119,6 +143,9 @@ class Settings:
     cosmos_container: str = "semcache"
     prices: Mapping[str, TokenPrices] = field(default_factory=lambda: MappingProxyType({}))
     ledger_flush_seconds: float = 10.0
+    budget_sync_seconds: float = 5.0
+    budget_webhook_url: str | None = None
+    budget_webhook_secret: str | None = None
     log_prompts: bool = False
     metrics_endpoint: bool = False
     traces_per_second: float = 1.0
@@ -128,6 +155,9 @@ class Settings:
     service_name: str = "aoai-gateway"
     demo_key: str | None = None
     running_in_azure: bool = False
+    prompt_log: PromptLogConfig = field(default_factory=PromptLogConfig)
+    blob_service_uri: str | None = None  # the audit log's blob service in Azure (managed identity)
+    content_safety: ContentSafetyConfig | None = None
 
     @property
     def deployments(self) -> frozenset[str]:
@@ -269,44 +299,73 @@ def _parse_backends(r: _Reader) -> tuple[BackendConfig, ...]:
     return tuple(backends)
 
 
+_BREAKER_FIELDS = {
+    "mode",
+    "failure_rate",
+    "min_requests",
+    "window_seconds",
+    "failures",
+    "interval_seconds",
+    "trip_seconds",
+    "status_ranges",
+    "count_429",
+    "accept_retry_after",
+    "trial_timeout_seconds",
+}
+_COUNT_ONLY, _RATE_ONLY = {"failures", "interval_seconds"}, {"failure_rate", "min_requests", "window_seconds"}
+
+
+def _whole(raw: Mapping[str, Any], key: str, default: int, where: str, problems: list[str]) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        problems.append(f"{where}.{key}: a whole number >= 1")
+        return default
+    return value
+
+
 def _parse_breaker(r: _Reader) -> BreakerPolicy:
     raw = r.json("GATEWAY_BREAKER") or {}
+    where = "GATEWAY_BREAKER"
     if not isinstance(raw, dict):
-        r.problems.append("GATEWAY_BREAKER: must be a JSON object")
+        r.problems.append(f"{where}: must be a JSON object")
         return BreakerPolicy()
     base = BreakerPolicy()
     ranges: list[tuple[int, int]] = []
     for item in raw.get("status_ranges", ["500-599"]):
         match = re.fullmatch(r"(\d{3})(?:-(\d{3}))?", str(item))
         if not match:
-            r.problems.append(f"GATEWAY_BREAKER.status_ranges: {item!r} is not like 500 or 500-599")
+            r.problems.append(f"{where}.status_ranges: {item!r} is not like 500 or 500-599")
             continue
         lo = int(match.group(1))
         ranges.append((lo, int(match.group(2) or lo)))
-    failures = raw.get("failures", base.failures)
-    if isinstance(failures, bool) or not isinstance(failures, int) or failures < 1:
-        r.problems.append("GATEWAY_BREAKER.failures: a whole number >= 1")
-        failures = base.failures
-    where = "GATEWAY_BREAKER"
-    unknown = set(raw) - {
-        "failures",
-        "interval_seconds",
-        "trip_seconds",
-        "status_ranges",
-        "count_429",
-        "accept_retry_after",
-        "trial_timeout_seconds",
-    }
-    for key in sorted(unknown):
+    for key in sorted(set(raw) - _BREAKER_FIELDS):
         r.problems.append(f"{where}: unknown field {key!r}")
+    mode = raw.get("mode")
+    if mode is None:
+        # A policy written for the count rule, before the rate rule existed, keeps its meaning.
+        mode = "count" if set(raw) & _COUNT_ONLY and not set(raw) & _RATE_ONLY else base.mode
+    if mode not in BREAKER_MODES:
+        r.problems.append(f"{where}.mode: {mode!r} is not one of {', '.join(BREAKER_MODES)}")
+        mode = base.mode
+    # A field of the other mode would be silently ignored: say so rather than run a policy nobody wrote.
+    for key in sorted(set(raw) & (_RATE_ONLY if mode == "count" else _COUNT_ONLY)):
+        r.problems.append(f'{where}.{key}: applies to mode "{"rate" if mode == "count" else "count"}", not "{mode}"')
+    rate = raw.get("failure_rate", base.failure_rate)
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 1:
+        r.problems.append(f"{where}.failure_rate: a fraction above 0, at most 1")
+        rate = base.failure_rate
     return BreakerPolicy(
-        failures=failures,
+        failures=_whole(raw, "failures", base.failures, where, r.problems),
         interval_seconds=_timeout(raw, "interval_seconds", base.interval_seconds, where, r.problems),
         trip_seconds=_timeout(raw, "trip_seconds", base.trip_seconds, where, r.problems),
         status_ranges=tuple(ranges) or base.status_ranges,
         count_429=bool(raw.get("count_429", False)),
         accept_retry_after=bool(raw.get("accept_retry_after", True)),
         trial_timeout_seconds=_timeout(raw, "trial_timeout_seconds", base.trial_timeout_seconds, where, r.problems),
+        mode=mode,
+        failure_rate=float(rate),
+        min_requests=_whole(raw, "min_requests", base.min_requests, where, r.problems),
+        window_seconds=_timeout(raw, "window_seconds", base.window_seconds, where, r.problems),
     )
 
 
@@ -350,9 +409,23 @@ def _parse_prices(r: _Reader) -> Mapping[str, TokenPrices]:
                 r.problems.append(shape)
             continue
         for token_type in sorted(set(table) - set(TOKEN_TYPES)):
-            r.problems.append(f"GATEWAY_PRICES[{deployment}]: unknown token type {token_type!r} (input or output)")
+            r.problems.append(
+                f"GATEWAY_PRICES[{deployment}]: unknown token type {token_type!r} (input, cached_input or output)"
+            )
         prices[deployment] = TokenPrices(**{t: float(table[t]) for t in TOKEN_TYPES if t in table})
     return MappingProxyType(prices)
+
+
+def _webhook_url(r: _Reader) -> str | None:
+    url = r.raw("GATEWAY_BUDGET_WEBHOOK_URL") or None
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        r.problems.append(f"GATEWAY_BUDGET_WEBHOOK_URL: an http(s) URL, got {url!r}")
+    if not r.raw("GATEWAY_BUDGET_WEBHOOK_SECRET"):
+        r.problems.append("GATEWAY_BUDGET_WEBHOOK_SECRET: required with GATEWAY_BUDGET_WEBHOOK_URL (bodies are signed)")
+    return url
 
 
 def load_settings(env: Mapping[str, str]) -> Settings:
@@ -363,6 +436,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     settings = Settings(
         backends=backends,
         admin_key=r.raw("GATEWAY_ADMIN_KEY"),
+        admin_key_enabled=r.flag("GATEWAY_ADMIN_KEY_ENABLED"),
+        entra=parse_entra_config(r.raw, r.problems),
         max_body_bytes=int(r.number("GATEWAY_MAX_BODY_BYTES", minimum=1024, integer=True)),
         max_attempts=int(r.number("GATEWAY_MAX_ATTEMPTS", minimum=1, integer=True)),
         default_throttle_seconds=r.number("GATEWAY_DEFAULT_THROTTLE_SECONDS", minimum=0.1),
@@ -388,6 +463,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         cosmos_container=r.raw("GATEWAY_COSMOS_CONTAINER") or "semcache",
         prices=_parse_prices(r),
         ledger_flush_seconds=r.number("GATEWAY_LEDGER_FLUSH_SECONDS", minimum=0.1),
+        budget_sync_seconds=r.number("GATEWAY_BUDGET_SYNC_SECONDS", minimum=0.1),
+        budget_webhook_url=_webhook_url(r),
+        budget_webhook_secret=r.raw("GATEWAY_BUDGET_WEBHOOK_SECRET") or None,
         log_prompts=r.flag("GATEWAY_LOG_PROMPTS"),
         metrics_endpoint=r.flag("GATEWAY_METRICS_ENDPOINT"),
         traces_per_second=r.number("GATEWAY_TRACES_PER_SECOND", minimum=0),
@@ -399,6 +477,15 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         demo_key=r.raw("GATEWAY_DEMO_KEY"),
         # Azure App Service / Functions sets these on every instance it runs.
         running_in_azure=bool(env.get("WEBSITE_INSTANCE_ID") or env.get("WEBSITE_SITE_NAME")),
+    )
+    blob_uri = r.raw("GATEWAY_STORAGE__blobServiceUri")
+    if blob_uri is not None and not blob_uri.startswith("https://"):
+        r.problems.append("GATEWAY_STORAGE__blobServiceUri: must be an https:// URL")
+    settings = replace(
+        settings,
+        prompt_log=parse_prompt_log_config(r.json("GATEWAY_PROMPT_LOG"), r.problems),
+        blob_service_uri=blob_uri,
+        content_safety=parse_content_safety_config(r.json("GATEWAY_CONTENT_SAFETY"), env, deployments, r.problems),
     )
     if r.problems:
         raise ConfigError(r.problems)

@@ -12,12 +12,15 @@ aiohttp in `shared.upstream`, azure-core in `shared.stores.tables` and
     GatewayException
      ├── GatewayError                  caller-visible, rendered by `error_response`
      │    ├── BadRequest               400  invalid_request_error
-     │    │    └── PayloadTooLarge     413
+     │    │    ├── PayloadTooLarge     413
+     │    │    └── ContentFiltered     400  content_filter (Content Safety blocked the prompt)
      │    ├── Unauthorized             401  (missing or wrong key)
      │    ├── Forbidden                403  (suspended, expired, deployment not allowed)
      │    │    └── QuotaExceeded       403  (period token quota spent)
+     │    │         └── BudgetExceeded 403  (period money budget spent)
      │    ├── NotFound                 404  (unknown route, deployment or record)
      │    ├── MethodNotAllowed         405
+     │    ├── Conflict                 409  (an admin change that clashes with another record)
      │    ├── RateLimited              429  (subscription TPM / RPM)
      │    ├── BackendsThrottled        429  (every backend answered 429 or is cooling down)
      │    ├── BackendError             502  (a backend failed after the stream began)
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
 
 from shared.models import GatewayResponse
 
@@ -80,6 +84,22 @@ class PayloadTooLarge(BadRequest):
     code = "payload_too_large"
 
 
+class ContentFiltered(BadRequest):
+    """The prompt was blocked before any backend saw it; the envelope carries the verdict as Azure OpenAI does."""
+
+    code = "content_filter"
+
+    def __init__(self, message: str, result: Mapping[str, object]) -> None:
+        super().__init__(message, param="prompt")
+        self.result = dict(result)
+
+    def envelope(self) -> dict[str, dict[str, Any]]:  # the base envelope, with the verdict as innererror
+        error: dict[str, Any] = dict(super().envelope()["error"])
+        error["status"] = self.status
+        error["innererror"] = {"code": "ResponsibleAIPolicyViolation", "content_filter_result": self.result}
+        return {"error": error}
+
+
 class Unauthorized(GatewayError):
     status = 401
     type = "invalid_request_error"
@@ -97,6 +117,10 @@ class QuotaExceeded(Forbidden):
     code = "quota_exceeded"
 
 
+class BudgetExceeded(QuotaExceeded):
+    code = "budget_exceeded"
+
+
 class NotFound(GatewayError):
     status = 404
     type = "invalid_request_error"
@@ -107,6 +131,12 @@ class MethodNotAllowed(GatewayError):
     status = 405
     type = "invalid_request_error"
     code = "method_not_allowed"
+
+
+class Conflict(GatewayError):
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
 
 
 class RateLimited(GatewayError):
@@ -164,11 +194,21 @@ class EmbeddingUnavailable(GatewayException):
 class AttemptFailed(GatewayException):
     """One backend attempt failed before anything reached the caller; the proxy fails over."""
 
-    def __init__(self, outcome: str, retry_after: float | None = None, status: int | None = None) -> None:
+    def __init__(
+        self,
+        outcome: str,
+        retry_after: float | None = None,
+        status: int | None = None,
+        *,
+        body: bytes = b"",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(outcome)
         self.outcome = outcome  # the status code, or "connect_error" / "timeout" / "read_error" / ...
         self.retry_after = retry_after
         self.status = status
+        self.body = body  # a 5xx answer's body (bounded): read for its reason, and passed on if every backend fails
+        self.headers: dict[str, str] = dict(headers or {})
 
 
 def retry_after_headers(seconds: float) -> dict[str, str]:
@@ -177,7 +217,19 @@ def retry_after_headers(seconds: float) -> dict[str, str]:
     return {"Retry-After": str(max(1, (ms + 999) // 1000)), "retry-after-ms": str(ms)}
 
 
+# When nothing better is known (no breaker, throttle or storage retry is scheduled), a 503 still says when to
+# come back: a caller that retries at once adds load exactly when the gateway cannot serve it.
+DEFAULT_RETRY_SECONDS = 1.0
+
+
+def with_retry_after(status: int, headers: dict[str, str]) -> dict[str, str]:
+    """`headers`, with a Retry-After added if `status` is 503 and none is there: every 503 says when to retry."""
+    if status == 503 and not any(k.lower() == "retry-after" for k in headers):
+        headers.update(retry_after_headers(DEFAULT_RETRY_SECONDS))
+    return headers
+
+
 def error_response(exc: GatewayError, request_id: str, extra: Mapping[str, str] | None = None) -> GatewayResponse:
     """The one rendering of an error: the envelope, its status and headers, and the request id."""
     headers = {"content-type": "application/json", "x-request-id": request_id, **(extra or {}), **exc.headers}
-    return GatewayResponse(exc.status, headers, exc.body())
+    return GatewayResponse(exc.status, with_retry_after(exc.status, headers), exc.body())

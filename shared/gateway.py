@@ -16,23 +16,29 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from shared.auth import Authenticator
-from shared.backendauth import credentials_for
+from shared.backendauth import ManagedIdentityCredential, credentials_for
 from shared.breaker import BreakerBoard
+from shared.budgets.alerts import AlertSender
+from shared.budgets.keeper import BudgetKeeper
 from shared.capacity import Capacity
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.config import Settings, get_settings
+from shared.entra.callers import EntraCallers
+from shared.entra.tokens import TokenValidator
 from shared.ledger import Ledger
 from shared.limits.limiter import Limiter, SharedLimiter
 from shared.meter import Meter
+from shared.promptlog.log import PromptLog
 from shared.proxy import Proxy
 from shared.routing import Router
-from shared.stores.factory import Stores, build_stores, build_vector_store
+from shared.stores.factory import Stores, build_append_log, build_stores, build_vector_store
 from shared.telemetry import Telemetry
 
 if TYPE_CHECKING:
     import aiohttp
 
     from shared.cache.stage import Cache
+    from shared.contentsafety.stage import ContentSafety
     from shared.proxy import RelayedStream
 
 log = logging.getLogger("gateway")
@@ -61,7 +67,16 @@ class Gateway:
         self._background: set[asyncio.Task[None]] = set()
         self._open_streams: set[RelayedStream] = set()
         self.stores = stores or build_stores(settings, session=self.session)
-        self.authenticator = Authenticator(self.stores.subscriptions, clock, cache_seconds=settings.key_cache_seconds)
+        self.tokens: TokenValidator | None = None
+        entra_callers: EntraCallers | None = None
+        if settings.entra is not None:
+            self.tokens = TokenValidator(settings.entra, self.session, clock)
+            entra_callers = EntraCallers(
+                self.tokens, self.stores.subscriptions, clock, cache_seconds=settings.key_cache_seconds
+            )
+        self.authenticator = Authenticator(
+            self.stores.subscriptions, clock, cache_seconds=settings.key_cache_seconds, tokens=entra_callers
+        )
         self.breakers = BreakerBoard(
             settings.breaker,
             self.stores.backends,
@@ -98,8 +113,48 @@ class Gateway:
             deployments=settings.deployments,
             flush_seconds=settings.ledger_flush_seconds,
         )
+        self.budgets = BudgetKeeper(
+            self.stores.counters,
+            clock,
+            AlertSender(
+                self.session,
+                webhook_url=settings.budget_webhook_url,
+                webhook_secret=settings.budget_webhook_secret,
+                metrics=self.telemetry,
+            ),
+            prices=settings.prices,
+            deployments=settings.deployments,
+            sync_seconds=settings.budget_sync_seconds,
+        )
+        self.prompt_log = PromptLog(
+            settings.prompt_log,
+            build_append_log(settings, session=self.session),
+            clock,
+            instance_id=self.instance_id,
+            on_count=self.telemetry.count_prompt_log,
+        )
         # With nothing to export metrics to, the meter skips telemetry altogether.
-        self.meter = Meter(self.limiter, self.telemetry if self.telemetry.enabled else None, self.ledger)
+        self.meter = Meter(
+            self.limiter,
+            self.telemetry if self.telemetry.enabled else None,
+            self.ledger,
+            budgets=self.budgets,
+            prices=settings.prices,
+            audit=self.prompt_log,
+        )
+        self.content_safety: ContentSafety | None = None
+        self._content_safety_credential: ManagedIdentityCredential | None = None
+        if settings.content_safety is not None:
+            from shared.contentsafety.stage import ContentSafety  # noqa: PLC0415 - loads only when it is on
+
+            if settings.content_safety.api_key is None:
+                self._content_safety_credential = ManagedIdentityCredential(clock)
+            self.content_safety = ContentSafety(
+                settings.content_safety,
+                self.session,
+                credential=self._content_safety_credential,
+                on_result=self.telemetry.count_content_safety,
+            )
         self.cache: Cache | None = None
         if settings.cache is not None:
             from shared.cache.stage import build_cache  # noqa: PLC0415 - the cache's modules load only when it is on
@@ -166,6 +221,8 @@ class Gateway:
     async def close(self) -> None:
         await self.drain()  # streams cut by the shutdown are metered before the ledger's last write
         await self.ledger.close()  # before the session and stores it writes through
+        await self.budgets.close()
+        await self.prompt_log.close()  # the records of the streams just settled included
         await asyncio.to_thread(self.telemetry.shutdown)  # the last export blocks on HTTP
         if self.cache is not None:
             await self.cache.close()
@@ -173,6 +230,8 @@ class Gateway:
         await self.stores.close()  # after everything that writes through them, before their HTTP session
         if self._session is not None:
             await self._session.close()
+        if self._content_safety_credential is not None:
+            await self._content_safety_credential.close()
         for credential in set(self.credentials.values()):
             close = getattr(credential, "close", None)
             if close is not None:

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from shared import api, deployments, pages, pipeline
 from shared.admin import http as admin_http
 from shared.admin import usage
-from shared.admin.access import require_admin
+from shared.admin.access import authorize
 from shared.errors import GatewayError, NotFound, error_response
 from shared.gateway import Gateway
 from shared.models import GatewayRequest, GatewayResponse
@@ -31,7 +31,7 @@ async def health(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
 
 async def metrics(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
     """`GET /metrics`: this instance's metrics as Prometheus text, behind the admin key."""
-    require_admin(gateway.settings, request)
+    await authorize(gateway.settings, gateway.tokens, request)
     if not gateway.settings.metrics_endpoint:
         raise NotFound("Metrics are not collected here: set GATEWAY_METRICS_ENDPOINT=true.", code="metrics_off")
     body = gateway.telemetry.prometheus().encode()

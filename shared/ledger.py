@@ -44,11 +44,17 @@ def hour_of(epoch: float) -> int:
     return int(epoch // HOUR) * HOUR
 
 
-def price(prices: Mapping[str, Mapping[str, float]], deployment: str, prompt: int, completion: int) -> float:
+def price(
+    prices: Mapping[str, Mapping[str, float]], deployment: str, prompt: int, completion: int, cached: int = 0
+) -> float:
+    """What a call cost: prompt tokens (the `cached` ones at the cached rate, if any) and completion tokens."""
     table = prices.get(deployment)
     if not table:
         return 0.0
-    return (prompt * table.get("input", 0.0) + completion * table.get("output", 0.0)) / 1000
+    cached = min(max(cached, 0), prompt)
+    input_rate = table.get("input", 0.0)
+    cached_rate = table.get("cached_input", input_rate)
+    return ((prompt - cached) * input_rate + cached * cached_rate + completion * table.get("output", 0.0)) / 1000
 
 
 @dataclass(slots=True)
@@ -120,7 +126,7 @@ class Ledger:
             prompt, completion = record.usage.prompt_tokens, record.usage.completion_tokens
             counts.prompt_tokens += prompt
             counts.completion_tokens += completion
-            counts.cost += price(self._prices, deployment, prompt, completion)
+            counts.cost += price(self._prices, deployment, prompt, completion, record.usage.cached_prompt_tokens)
         if self._timer is None and not self._closed:
             self._timer = asyncio.get_running_loop().create_task(self._run())
 

@@ -7,10 +7,11 @@ to import another to agree on the record.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from shared.models import Caller, Usage
 
@@ -23,7 +24,13 @@ class Outcome(StrEnum):
     THROTTLED = "throttled"  # the subscription's own TPM / RPM limit
     QUOTA_EXCEEDED = "quota_exceeded"
     BACKEND_ERROR = "backend_error"  # no backend could answer, or one failed mid-stream
+    CONTENT_FILTERED = "content_filtered"  # Content Safety blocked the prompt before any backend saw it
     OVERLOADED = "overloaded"  # the gateway shed the request itself (its slots were full); no backend was at fault
+
+
+# Attempt outcomes the gateway gave up on before the answer came: the request had been sent, so the
+# backend may still complete it and bill its tokens, though nobody receives them.
+ABANDONED_OUTCOMES = frozenset({"timeout"})
 
 
 class Trace(Protocol):
@@ -80,3 +87,12 @@ class RequestRecord:
     error: str | None = None
     trace: Trace = UNTRACED
     prompt: str | None = None  # set only when GATEWAY_LOG_PROMPTS is on
+    prompt_estimate: int = 0  # the prompt's tokens as counted offline at admission (the cost of an abandoned attempt)
+    # Set only when the caller's subscription sends this deployment's requests to the audit log (shared.promptlog).
+    request_body: Mapping[str, Any] | None = None
+    completion: Any = None  # the answer, the assembled stream, or the error envelope
+
+    @property
+    def abandoned(self) -> int:
+        """Attempts of this request the gateway gave up on at a timeout (each may still be billed)."""
+        return sum(1 for attempt in self.attempts if attempt[1] in ABANDONED_OUTCOMES)

@@ -7,6 +7,12 @@ through. After the first event of a stream has been sent, a backend failure
 ends the caller's stream with an error event. aiohttp exceptions are mapped
 in `shared.upstream`, which builds every backend URL and header set.
 
+Which failures the breakers count is `shared.blame`'s rule: a 5xx counts only
+once another backend has served the same body, a request every backend fails
+with a 5xx counts against none (the caller gets the last answer), and a
+stream's end (complete, cut by the backend, left by the caller, cut by the
+gateway's shutdown) is reported when it ends.
+
 Every call holds a slot of `shared.capacity` for its backend while its
 connection is in use. A slot that does not come free in time is the
 gateway's own limit, not the backend's failure: it is never counted toward a
@@ -18,21 +24,31 @@ So is a timeout that fired while the gateway's own event loop was stalled.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
 import aiohttp
 from yarl import URL
 
 from shared import telemetry
 from shared.backendauth import BackendCredential
+from shared.blame import Attribution, Blame, Failure, blame
 from shared.breaker import BreakerBoard
 from shared.capacity import Capacity, CapacityPolicy, LocalLimit, LoopStalled, overloaded
 from shared.clock import Clock
 from shared.config import BackendConfig
-from shared.errors import AttemptFailed, BackendsThrottled, GatewayError, NoBackendAvailable, retry_after_headers
+from shared.errors import (
+    DEFAULT_RETRY_SECONDS,
+    AttemptFailed,
+    BackendsThrottled,
+    GatewayError,
+    NoBackendAvailable,
+    retry_after_headers,
+)
 from shared.httpsession import SessionProvider
 from shared.models import Usage
 from shared.routing import Candidate, Router, Unavailable, parse_retry_after
@@ -50,6 +66,10 @@ MAX_CACHED_URLS = 1024
 # Backend response headers worth returning; the backend's own rate-limit headers describe the
 # shared backend, not the caller's subscription, so they stay here.
 RETURN_RESPONSE_HEADERS = ("content-type", "x-ms-region", "openai-processing-ms", "x-ms-deployment-name")
+# How much of a backend's 5xx body is read: enough for its error envelope, never a whole runaway body.
+ERROR_BODY_BYTES = 64 * 1024
+
+StreamEnded = Callable[["StreamOutcome", bool], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,15 +125,22 @@ class RelayedStream:
         self._backend = backend
         self._release = release  # the backend slot, held until the backend's side is closed
         self._error: str | None = None
+        self._aborted = False
+        self._on_end: StreamEnded | None = None
         self._events = self._run(chunks, first)
         # The read timeout between chunks, kept here rather than by aiohttp, which re-arms a timer on every
-        # read: a count per read and a look every quarter of the timeout cost far less per event.
+        # read: a count per read and a look every quarter of the timeout cost far less per event. A stalled
+        # loop cannot fake it: each look is its own loop iteration, and sockets are read between them.
         self._reads = 0
         self._seen = 0
         self._idle_looks = 0
         self._timed_out = False
         self._look_every = read_timeout / IDLE_LOOKS
         self._watch = asyncio.get_running_loop().call_later(self._look_every, self._look)
+
+    def reporting_to(self, on_end: StreamEnded) -> None:
+        """Call `on_end(outcome, aborted)` once, when the stream has ended (the breaker hears of it then)."""
+        self._on_end = on_end
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._events
@@ -155,6 +182,7 @@ class RelayedStream:
 
     def abort(self) -> None:
         """Cut the backend's side now (the gateway is shutting down); the caller gets an error event."""
+        self._aborted = True  # the gateway's doing: never counted against the backend
         self._response.close()
 
     async def finish(self) -> StreamOutcome:
@@ -165,7 +193,11 @@ class RelayedStream:
             self._response.close()
         self._release()
         relay = self._relay
-        return StreamOutcome(relay.usage, relay.done, self._error, relay.content_events)
+        outcome = StreamOutcome(relay.usage, relay.done, self._error, relay.content_events)
+        on_end, self._on_end = self._on_end, None
+        if on_end is not None:
+            await on_end(outcome, self._aborted)
+        return outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +260,7 @@ class Proxy:
         tried: set[str] = set()
         throttled_for: list[float] = []
         failures: list[str] = []
+        attribution = Attribution()
         local: list[str] = []  # attempts our own limits stopped (full slots, a stalled loop): never the backend's
         unavailable: Unavailable | None = None
         while len(attempts) < self._max_attempts:
@@ -254,12 +287,13 @@ class Proxy:
                 span.end(failed.outcome)
                 seconds = time.perf_counter() - started
                 attempts.append(Attempt(choice.backend.name, failed.outcome, seconds))
-                await self._after_failure(choice, call.deployment, failed, throttled_for, failures)
+                await self._after_failure(
+                    choice, call.deployment, failed, throttled_for, failures, attribution=attribution
+                )
                 continue
             span.end(str(answer.status))
             attempts.append(Attempt(choice.backend.name, str(answer.status), answer.backend_seconds))
-            if answer.status < 400:
-                await self._breakers.success(choice.breaker_key)
+            await self._answered(choice, answer, attribution)
             backend = choice.backend
             return ProxyResult(
                 answer.status,
@@ -275,7 +309,38 @@ class Proxy:
             return Exhausted(overloaded(call.deployment), ())
         failures += local
         error = self._exhausted(call.deployment, attempts, throttled_for, failures, unavailable)
+        last = attribution.request_fault()
+        if last is not None:
+            # Every backend failed this very body: counted against none, and the caller hears the last reason.
+            log.warning("every backend failed the same request with a 5xx; no breaker counts it")
+            error.message += (
+                " Every backend failed this request, so it may be the request itself;"
+                f" the last said: {_reason(last.failed.body)}"
+            )
         return Exhausted(error, tuple(attempts))
+
+    async def _answered(self, choice: Candidate, answer: _Answer, attribution: Attribution) -> None:
+        """Report a backend that answered: it succeeded, and the 5xx answers before it were their backends' fault."""
+        if answer.status < 400:
+            for suspect in attribution.confirmed():
+                await self._breakers.failure(
+                    suspect.breaker_key,
+                    retry_after=suspect.failed.retry_after,
+                    reason=f"{suspect.failed.outcome} (another backend served the same request)",
+                )
+        if answer.stream is not None:
+            answer.stream.reporting_to(partial(self._stream_ended, choice.breaker_key))
+        else:
+            await self._breakers.success(choice.breaker_key)
+
+    async def _stream_ended(self, breaker_key: str, outcome: StreamOutcome, aborted: bool) -> None:
+        """A stream's end, for its breaker: cut by the backend counts; left by the caller or cut by us does not."""
+        if aborted:
+            return
+        if outcome.error:
+            await self._breakers.failure(breaker_key, retry_after=None, reason=f"mid-stream: {outcome.error}")
+        else:
+            await self._breakers.success(breaker_key)
 
     async def _after_failure(
         self,
@@ -284,14 +349,17 @@ class Proxy:
         failed: AttemptFailed,
         throttled_for: list[float],
         failures: list[str],
+        *,
+        attribution: Attribution,
     ) -> None:
         name = choice.backend.name
         if failed.status == 429 or failed.retry_after is not None:
             seconds = failed.retry_after if failed.retry_after is not None else self._default_throttle
             self._router.throttle(name, deployment, seconds)
             throttled_for.append(seconds)
-        counts = failed.status is None or self._breakers.policy.counts(failed.status)
-        if counts:
+        verdict = blame(self._breakers.policy, failed)
+        attribution.add(Failure(choice.breaker_key, name, failed), verdict)
+        if verdict is Blame.BACKEND:
             await self._breakers.failure(choice.breaker_key, retry_after=failed.retry_after, reason=failed.outcome)
         failures.append(f"{name}: {failed.outcome}")
         log.warning("backend %s failed (%s); failing over", name, failed.outcome)
@@ -315,7 +383,11 @@ class Proxy:
                 headers=retry_after_headers(soonest),
             )
         detail = "; ".join(failures) if failures else "every backend is cooling down or its circuit is open"
-        headers = retry_after_headers(min(waits)) if waits else {}
+        back = self._router.soonest_back(deployment)
+        if back is not None:
+            waits.append(back)
+        # The soonest a breaker half-opens or a throttle ends; if none is scheduled, the short default.
+        headers = retry_after_headers(min(waits) if waits else DEFAULT_RETRY_SECONDS)
         return NoBackendAvailable(f"No backend could serve deployment '{deployment}' ({detail}).", headers=headers)
 
     def _url(self, endpoint: str, deployment: str, operation: str, api_version: str) -> URL:
@@ -385,8 +457,10 @@ class Proxy:
                 if status == 429 or "retry-after" in response.headers or "retry-after-ms" in response.headers
                 else None
             )
+            body = await _error_body(response) if status >= 500 else b""
+            kept = {k: v for k in RETURN_RESPONSE_HEADERS if (v := response.headers.get(k))}
             response.release()
-            raise AttemptFailed(str(status), retry_after, status)
+            raise AttemptFailed(str(status), retry_after, status, body=body, headers=kept)
         out_headers = {k: v for k in RETURN_RESPONSE_HEADERS if (v := response.headers.get(k))}
         if call.stream and status == 200:
             stream = await self._open_stream(response, call, backend, release)
@@ -425,3 +499,34 @@ class Proxy:
         return RelayedStream(
             response, chunks, relay, first, backend.name, release=release, read_timeout=backend.read_timeout
         )
+
+
+async def _error_body(response: aiohttp.ClientResponse) -> bytes:
+    """The start of a failed answer's body, for its reason; empty if it cannot be read promptly."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        with mapped(reading=True):
+            async with asyncio.timeout(5.0):
+                while size < ERROR_BODY_BYTES:
+                    chunk = await response.content.read(ERROR_BODY_BYTES - size)
+                    if not chunk:
+                        break
+                    parts.append(chunk)
+                    size += len(chunk)
+    except AttemptFailed:
+        return b""
+    return b"".join(parts)
+
+
+def _reason(body: bytes) -> str:
+    """A backend error body's message, cut short (it reaches the caller)."""
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        payload = None
+    error = payload.get("error") if isinstance(payload, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    text = message if isinstance(message, str) else body.decode("utf-8", "replace")
+    text = " ".join(text.split())[:300]
+    return repr(text) if text else "(no body)"

@@ -81,6 +81,20 @@ class Router:
     def throttled_until(self, backend: str, deployment: str) -> float:
         return self._throttled.get((backend, deployment), 0.0)
 
+    def soonest_back(self, deployment: str) -> float | None:
+        """Seconds until the first unavailable backend of `deployment` may be tried again (breaker or throttle)."""
+        now = self._clock.now()
+        waits = []
+        for group in self._by_deployment.get(deployment, []):
+            for backend in group:
+                until = self._throttled.get((backend.name, deployment), 0.0)
+                if until > now:
+                    waits.append(until - now)
+                reopens = self._breakers.reopens_in(BreakerBoard.key(backend.name, deployment))
+                if reopens is not None:
+                    waits.append(reopens)
+        return min(waits) if waits else None
+
     def _weighted_order(self, group: list[BackendConfig]) -> list[BackendConfig]:
         if len(group) == 1:
             return group

@@ -102,7 +102,7 @@ class SseRelay:
             return True
         usage = payload.get("usage") if isinstance(payload, dict) else None
         if isinstance(usage, dict):
-            self.usage = Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+            self.usage = Usage.from_json(usage)
             if self._strip and not payload.get("choices"):
                 return False
         return True

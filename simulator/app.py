@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -24,6 +25,7 @@ from simulator import chat, errors
 from simulator.batches import BatchesApi
 from simulator.completions import CompletionsApi
 from simulator.config import Latency, SimulatorConfig
+from simulator.contentsafety import add_content_safety_routes
 from simulator.control import add_control_routes
 from simulator.faults import NO_FAULT, FaultInjector, Faults, Plan
 from simulator.files import FilesApi
@@ -191,7 +193,7 @@ class Simulator:
         if call.deployment is not None:
             request[DEPLOYMENT] = call.deployment
         # Azure's order: key, api-version, a deployment in the path, the body, a deployment named in the body.
-        refusal = self._check(call) or unreadable or self._check_body_deployment(call)
+        refusal = self._check(call) or unreadable or self._check_body_deployment(call) or _unencodable(body)
         parsed: Parsed | web.Response = refusal if refusal is not None else _parse(parse, body)
         received = self._log.add(Received(request, call.request_id, call.deployment, loggable(body), self.clock.now()))
         outcome = "cancelled"
@@ -407,6 +409,15 @@ class Simulator:
         return await self.respond(call, encode(body), limit_headers(admission), drop_after)
 
 
+def _unencodable(body: object) -> web.Response | None:
+    """Azure answers a body holding a string it cannot encode (a lone surrogate, `"\\ud800"`) with a plain 500."""
+    try:
+        json.dumps(body, ensure_ascii=False, default=str).encode()  # default: multipart uploads
+    except UnicodeEncodeError:
+        return errors.server_error(500, "The server had an error while processing your request. Sorry about that!")
+    return None
+
+
 def _parse(parse: Callable[[object], Parsed], body: object) -> Parsed | web.Response:
     try:
         return parse(body)
@@ -432,6 +443,7 @@ def create_app(
     for method, path, handler in sim.routes():
         app.router.add_route(method, path, handler)
     add_control_routes(app, sim)
+    add_content_safety_routes(app, config.api_key)
     app.router.add_route("*", "/{tail:.*}", sim.not_found)
     region = config.region
 

@@ -102,11 +102,11 @@ def not_found(message: str, *, param: str | None = None, code: str | None = "not
     return envelope(404, code or "not_found", message, param=param)
 
 
-def server_error(status: int) -> web.Response:
+def server_error(status: int, message: str | None = None) -> web.Response:
     return envelope(
         status,
         _STATUS_CODES.get(status, str(status)),
-        f"The simulator was told to fail this request with {status}.",
+        message or f"The simulator was told to fail this request with {status}.",
         type_="server_error" if status >= 500 else "invalid_request_error",
     )
 

@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.servers",
     "tests.fixtures.azurite",
     "tests.fixtures.cosmos",
+    "tests.fixtures.entra",
 ]

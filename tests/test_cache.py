@@ -638,3 +638,27 @@ async def test_a_replayed_stream_ends_with_a_zero_usage_chunk_when_asked() -> No
     assert chunks[-1]["choices"] == []
     assert chunks[-1]["usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     assert all(c["usage"] is None for c in chunks[:-1])
+
+
+async def test_a_prompt_the_cache_cannot_encode_bypasses_that_request_only() -> None:
+    # A lone surrogate would fail the embedder or the store; one caller sending it must not pause the cache for all.
+    cache, embedder = make_cache()
+    assert await state(cache, chat("bad \ud800 prompt")) == BYPASS
+    assert await state(cache, chat("Hello")) == MISS
+    assert embedder.calls == ["Hello"]
+
+
+async def test_an_unexpected_failure_caused_by_one_request_does_not_pause_the_cache() -> None:
+    cache, embedder = make_cache()
+    real_embed = embedder.embed
+
+    async def embed(text: str) -> Any:
+        if text == "poison":
+            raise ValueError("this text breaks the embedder")
+        return await real_embed(text)
+
+    embedder.embed = embed  # type: ignore[method-assign]  # fails for one text only
+    for _ in range(3):
+        assert await state(cache, chat("poison")) == BYPASS
+    assert await state(cache, chat("Hello")) == MISS  # not paused for everyone
+    assert cache.stats.failures == 3

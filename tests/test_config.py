@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from typing import Any
 
 import pytest
 
@@ -65,12 +67,42 @@ def test_missing_backends_is_a_problem() -> None:
 def test_breaker_policy_from_json() -> None:
     env = {
         "GATEWAY_BACKENDS": json.dumps([BACKEND]),
-        "GATEWAY_BREAKER": '{"failures": 2, "status_ranges": ["500-599", "408"], "count_429": true}',
+        "GATEWAY_BREAKER": '{"mode": "count", "failures": 2, "status_ranges": ["500-599", "408"], "count_429": true}',
     }
     policy = load_settings(env).breaker
     assert policy.failures == 2
     assert policy.counts(408)
     assert policy.counts(429)
+
+
+def _breaker(raw: str) -> Any:
+    return load_settings({"GATEWAY_BACKENDS": json.dumps([BACKEND]), "GATEWAY_BREAKER": raw}).breaker
+
+
+def test_the_breaker_defaults_to_the_rate_rule() -> None:
+    policy = _breaker('{"failure_rate": 0.25, "min_requests": 40, "window_seconds": 60}')
+    assert (policy.mode, policy.failure_rate, policy.min_requests, policy.window_seconds) == ("rate", 0.25, 40, 60.0)
+    assert _breaker("{}").mode == "rate"
+
+
+def test_a_count_policy_written_before_the_rate_rule_keeps_its_meaning() -> None:
+    policy = _breaker('{"failures": 3, "interval_seconds": 5}')
+    assert (policy.mode, policy.failures, policy.interval_seconds) == ("count", 3, 5.0)
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ('{"mode": "rate", "failures": 3}', 'GATEWAY_BREAKER.failures: applies to mode "count"'),
+        ('{"mode": "count", "min_requests": 3}', 'GATEWAY_BREAKER.min_requests: applies to mode "rate"'),
+        ('{"mode": "sometimes"}', "GATEWAY_BREAKER.mode"),
+        ('{"failure_rate": 1.5}', "GATEWAY_BREAKER.failure_rate"),
+        ('{"min_requests": 0}', "GATEWAY_BREAKER.min_requests"),
+    ],
+)
+def test_a_breaker_policy_that_mixes_or_misstates_its_rule_is_refused(raw: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        _breaker(raw)
 
 
 def test_embedded_stores_are_refused_when_running_in_azure() -> None:

@@ -264,7 +264,7 @@ def test_breaker_opens_then_half_opens_and_closes(
     gw = start(
         [backend("flaky", flaky.url), backend("spare", spare.url, priority=2)],
         clock=clock,
-        GATEWAY_BREAKER='{"failures": 2, "interval_seconds": 10, "trip_seconds": 30}',
+        GATEWAY_BREAKER='{"mode": "count", "failures": 2, "interval_seconds": 10, "trip_seconds": 30}',
     )
     client = azure(gw)
 
@@ -429,3 +429,188 @@ def test_openai_shape_streams_too(sims: Callable[..., SimulatorThread], start: C
     client = OpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=0)
     chunks = list(client.chat.completions.create(model="chat", messages=MESSAGES, stream=True, max_tokens=4))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+# --- whose fault: the breaker counts the backend's failures only ---------------------------------
+
+POISON = b'{"messages": [{"role": "user", "content": "\\ud800"}], "max_tokens": 3}'  # a lone surrogate
+
+
+def breaker_of(gw: GatewayServer, name: str) -> dict[str, Any]:
+    _, _, report = raw(gw, "/gateway/admin/backends", method="GET", headers={"x-admin-key": ADMIN})
+    return next(r for r in report["data"] if r["backend"] == name and r["deployment"] == "chat")
+
+
+def wait_for(check: Callable[[], bool], seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return check()
+
+
+def test_a_request_every_backend_fails_opens_no_breaker(
+    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+) -> None:
+    a, b = sims("a"), sims("b")
+    gw = start(
+        [backend("a", a.url), backend("b", b.url)],
+        GATEWAY_BREAKER='{"failure_rate": 0.5, "min_requests": 3, "window_seconds": 30}',
+    )
+    for _ in range(10):
+        status, headers, payload = raw(gw, CHAT_PATH, body=POISON, headers=AUTH)
+        assert status == 503
+        assert int({k.lower(): v for k, v in headers.items()}["retry-after"]) >= 1
+        assert "may be the request itself" in payload["error"]["message"]
+    assert calls(a) == calls(b) == 10  # each poison request was tried on both...
+    assert breaker_of(gw, "a")["breaker"] == breaker_of(gw, "b")["breaker"] == "closed"  # ...and blamed on neither
+    for _ in range(4):
+        assert azure(gw).chat.completions.create(model="chat", messages=MESSAGES).choices
+
+
+def test_500s_on_one_backend_open_its_breaker_under_the_rate_rule(
+    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+) -> None:
+    bad, good = sims("bad"), sims("good")
+    bad.set_faults(error_rate=1.0, error_status=500)
+    gw = start(
+        [backend("bad", bad.url), backend("good", good.url, priority=2)],
+        GATEWAY_BREAKER='{"failure_rate": 0.5, "min_requests": 4, "window_seconds": 30}',
+    )
+    for _ in range(4):  # each fails on bad and succeeds on good: bad's fault, four of four
+        response = azure(gw).chat.completions.with_raw_response.create(model="chat", messages=MESSAGES)
+        assert response.headers["x-gateway-backend"] == "good"
+    row = breaker_of(gw, "bad")
+    assert row["breaker"] == "open"
+    assert "another backend served the same request" in row["breaker_reason"]
+    azure(gw).chat.completions.create(model="chat", messages=MESSAGES)
+    assert calls(bad) == 4  # open: not tried
+
+
+def test_a_backend_that_cuts_streams_is_tripped(
+    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+) -> None:
+    cutter, spare = sims("cutter"), sims("spare")
+    cutter.set_faults(drop_mid_stream_after=3)
+    gw = start(
+        [backend("cutter", cutter.url), backend("spare", spare.url, priority=2)],
+        GATEWAY_BREAKER='{"failure_rate": 0.5, "min_requests": 3, "window_seconds": 30}',
+    )
+    for _ in range(3):
+        with pytest.raises(openai.APIError):
+            list(azure(gw).chat.completions.create(model="chat", messages=MESSAGES, stream=True, max_tokens=20))
+    assert wait_for(lambda: breaker_of(gw, "cutter")["breaker"] == "open")
+    assert "mid-stream" in breaker_of(gw, "cutter")["breaker_reason"]
+    chunks = list(azure(gw).chat.completions.create(model="chat", messages=MESSAGES, stream=True, max_tokens=20))
+    assert chunks
+    assert calls(cutter) == 3
+
+
+def _open_stream(gw: GatewayServer) -> Any:
+    body = json.dumps({"messages": MESSAGES, "stream": True, "max_tokens": 200}).encode()
+    request = urllib.request.Request(gw.url + CHAT_PATH, data=body, method="POST", headers=AUTH)
+    response = urllib.request.urlopen(request, timeout=30)
+    assert response.readline()  # the first event has arrived
+    return response
+
+
+def test_a_caller_leaving_a_stream_or_the_gateway_stopping_is_not_the_backends_fault(
+    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+) -> None:
+    sim = sims("a")
+    sim.set_latency(tokens_per_second=20)  # 200 tokens: ten seconds, plenty of time to leave
+    gw = start([backend("a", sim.url)], GATEWAY_BREAKER='{"failure_rate": 0.5, "min_requests": 1}')
+    assert gw.gateway is not None
+    left = _open_stream(gw)
+    left.close()  # the caller goes away
+    time.sleep(0.5)  # the gateway notices, closes the backend's side and reports the stream's end
+    assert breaker_of(gw, "a")["breaker"] == "closed"  # one counted failure of one request would open it
+    cut = _open_stream(gw)
+    gw.run(gw.gateway.drain(2.0))  # the gateway shuts down and cuts the stream itself
+    cut.close()
+    assert breaker_of(gw, "a")["breaker"] == "closed"
+
+
+def test_every_503_says_when_to_retry(
+    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+) -> None:
+    a = sims("a")
+    a.set_faults(down=True)
+    clock = ManualClock()
+    gw = start(
+        [backend("a", a.url)],
+        clock=clock,
+        GATEWAY_BREAKER='{"mode": "count", "failures": 2, "trip_seconds": 30}',
+    )
+    good = json.dumps({"messages": MESSAGES}).encode()
+    status, headers, _ = raw(gw, CHAT_PATH, body=good, headers=AUTH)
+    assert (status, {k.lower(): v for k, v in headers.items()}["retry-after"]) == (503, "1")  # nothing scheduled
+    raw(gw, CHAT_PATH, body=good, headers=AUTH)  # the second failure opens the breaker
+    clock.advance(10)
+    status, headers, payload = raw(gw, CHAT_PATH, body=good, headers=AUTH)
+    assert status == 503
+    assert payload["error"]["code"] == "no_backend_available"
+    assert {k.lower(): v for k, v in headers.items()}["retry-after"] == "20"  # when the breaker half-opens
+
+
+# --- metering what the backends were really asked for ----------------------------------------------
+
+
+def test_a_cut_stream_is_charged_the_content_tokens_the_caller_received(
+    sims: Callable[..., SimulatorThread], gateway_server: Callable[..., GatewayServer]
+) -> None:
+    from shared.api import ApiCall
+    from shared.limits.limiter import Admission, NoLimits
+    from shared.models import Caller
+    from shared.tokens import count_text
+
+    settled: list[int] = []
+
+    class Recording(NoLimits):
+        async def admit(self, caller: Caller, call: ApiCall) -> Admission:
+            return Admission(caller, 500, prompt_estimate=9)
+
+        async def settle(self, admission: Admission, used_tokens: int) -> None:
+            settled.append(used_tokens)
+            await super().settle(admission, used_tokens)
+
+    sim = sims("a")
+    sim.set_faults(drop_mid_stream_after=12)  # the role event, then eleven content events
+    settings = settings_for([backend("a", sim.url)], GATEWAY_DEMO_KEY=KEY)
+    gw = gateway_server(lambda: Gateway(settings, limiter=Recording()))
+    received: list[str] = []
+
+    def drain() -> None:
+        for chunk in azure(gw).chat.completions.create(model="chat", messages=MESSAGES, stream=True, max_tokens=40):
+            received.extend(c.delta.content or "" for c in chunk.choices)
+
+    with pytest.raises(openai.APIError):
+        drain()
+    assert wait_for(lambda: bool(settled))
+    text = "".join(received)
+    assert text
+    # The prompt estimate plus the tokens of the text that arrived, counted as reservations count.
+    assert settled == [9 + count_text(text)]
+
+
+def test_attempts_abandoned_at_the_first_byte_timeout_are_counted_with_their_cost(
+    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+) -> None:
+    slow, fast = sims("slow"), sims("fast")
+    slow.set_faults(slow_first_byte_ms=2000)
+    gw = start(
+        [backend("slow", slow.url, timeouts={"first_byte": 0.2}), backend("fast", fast.url, priority=2)],
+        GATEWAY_PRICES='{"chat": {"input": 2.0, "output": 8.0}}',
+    )
+    for _ in range(2):
+        response = azure(gw).chat.completions.with_raw_response.create(model="chat", messages=MESSAGES)
+        assert response.headers["x-gateway-backend"] == "fast"
+    status, _, stats = raw(gw, "/gateway/admin/stats", method="GET", headers={"x-admin-key": ADMIN})
+    assert status == 200
+    abandoned = stats["abandoned"]
+    assert abandoned["attempts"] == 2
+    tokens = abandoned["estimated_prompt_tokens"]
+    assert tokens > 0
+    assert abandoned["estimated_cost"] == pytest.approx(tokens * 2.0 / 1000)
+    assert abandoned["by_deployment"]["chat"]["attempts"] == 2

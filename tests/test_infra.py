@@ -57,6 +57,7 @@ UNSET_IN_AZURE = {
 # Catalog settings that only mean something in Azure: a local run signs in as the developer, or not at all.
 AZURE_ONLY = {
     "GATEWAY_STORAGE__tableServiceUri",
+    "GATEWAY_STORAGE__blobServiceUri",
     "GATEWAY_STORAGE__credential",
     "GATEWAY_STORAGE__clientId",
     "GATEWAY_COSMOS__credential",
@@ -71,6 +72,7 @@ STORAGE_TABLE_DATA_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
 COGNITIVE_SERVICES_OPENAI_USER = "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd"
 MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
 KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
+COGNITIVE_SERVICES_USER = "a97b65f3-24c7-4388-baec-2e87135dc908"
 COSMOS_DATA_CONTRIBUTOR = "00000000-0000-0000-0000-000000000002"
 
 # Values that look like real credentials, for the sample-settings check.
@@ -213,6 +215,10 @@ class Evaluator:
             return merged
         if name == "empty":
             return not args[0]
+        if name == "load_json_content":
+            return json.loads((INFRA / args[0]).read_text())
+        if name == "concat":
+            return [item for arg in args for item in arg]
         raise NotImplementedError(f"Bicep function {name}() in a value this test computes")
 
     def operator(self, name: str, operands: dict[str, Any]) -> Any:
@@ -223,6 +229,10 @@ class Evaluator:
             return self.eval(operands[branch])
         if name == "equals":
             return self.eval(operands["operand_1"]) == self.eval(operands["operand_2"])
+        if name == "and":
+            return bool(self.eval(operands["operand_1"])) and bool(self.eval(operands["operand_2"]))
+        if name == "not":
+            return not self.eval(operands["bool_value"])
         raise NotImplementedError(f"Bicep operator {name} in a value this test computes")
 
 
@@ -357,6 +367,19 @@ def test_cache_settings_the_bicep_builds_pass_the_cache_parser() -> None:
     assert "GATEWAY_CACHE" not in deployed_settings(cacheEnabled=False)
 
 
+def test_content_safety_settings_the_bicep_builds_pass_the_parser() -> None:
+    assert "GATEWAY_CONTENT_SAFETY" not in deployed_settings()
+    config = load_settings(deployed_settings(contentSafetyEnabled=True)).content_safety
+    assert config is not None
+    assert config.endpoint == "https://contentSafety-endpoint.test"
+    assert config.api_key is None  # managed identity: the account's keys are off
+    account = body(bicep("app/contentsafety.bicep")["resources"]["account"])
+    assert account["kind"] == "ContentSafety"
+    assert account["properties"]["disableLocalAuth"] is True
+    rbac = body(bicep("main.bicep")["modules"]["rbac"])["params"]
+    assert "contentSafety" in json.dumps(rbac["contentSafetyName"])
+
+
 def test_cosmos_container_matches_the_store() -> None:
     from shared.stores import cosmos as store
 
@@ -378,6 +401,166 @@ def test_cosmos_container_matches_the_store() -> None:
     }
     allowed = bicep("app/cosmos.bicep")["parameters"]["vectorIndexType"]["decorators"]
     assert {"type": "allowed", "argument": ["quantizedFlat", "diskANN"]} in allowed
+
+
+# --- private networking -------------------------------------------------------------------------
+
+# The module of each service the gateway calls, and the file that deploys it.
+PRIVATE_SERVICES = {
+    "storage": "app/storage.bicep",
+    "cosmos": "app/cosmos.bicep",
+    "openAiPrimary": "app/openai.bicep",
+    "openAiSecondary": "app/openai.bicep",
+    "keyVault": "app/keyvault.bicep",
+    "contentSafety": "app/contentsafety.bicep",
+}
+
+
+# The module parameters these tests compute (names and locations need functions the evaluator leaves out).
+NETWORK_PARAMS = {
+    "publicNetworkAccess",
+    "networkDefaultAction",
+    "virtualNetworkSubnetId",
+    "promptLogContainerName",
+    "promptLogRetentionDays",
+}
+
+
+def module_params(module: str, **overrides: Any) -> dict[str, Any]:
+    """A main.bicep module's network and audit-log parameters as deployed with these main parameters."""
+    values = main_values(**overrides)
+    params = body(bicep("main.bicep")["modules"][module])["params"]
+    return {name: values.eval(value) for name, value in params.items() if name in NETWORK_PARAMS}
+
+
+def only_resource(relative: str, resource_type: str) -> dict[str, Any]:
+    [found] = [body(r) for r in bicep(relative)["resources"].values() if r["type"] == resource_type]
+    return found
+
+
+@pytest.mark.parametrize("private", [False, True])
+def test_every_service_is_public_or_private_as_the_deployment_says(private: bool) -> None:
+    for module, relative in PRIVATE_SERVICES.items():
+        params = module_params(module, privateNetworking=private, contentSafetyEnabled=True)
+        assert params["publicNetworkAccess"] == ("Disabled" if private else "Enabled"), module
+        if "networkDefaultAction" in params:
+            assert params["networkDefaultAction"] == ("Deny" if private else "Allow"), module
+        # The module passes the parameter on, and defaults to private when reused without one.
+        declared = bicep(relative)["parameters"]
+        assert declared["publicNetworkAccess"]["default"] == "Disabled", relative
+        resource = next(
+            body(r)
+            for r in bicep(relative)["resources"].values()
+            if "publicNetworkAccess" in body(r).get("properties", {})
+        )
+        assert resource["properties"]["publicNetworkAccess"] == "publicNetworkAccess", relative
+        acls = resource["properties"].get("networkAcls")
+        if acls is not None and "networkDefaultAction" in declared:
+            assert acls["defaultAction"] == "networkDefaultAction", relative
+
+
+@pytest.mark.parametrize(
+    ("private", "public_gateway", "expected"),
+    [(False, True, "Enabled"), (False, False, "Enabled"), (True, True, "Enabled"), (True, False, "Disabled")],
+)
+def test_the_gateway_is_reachable_publicly_or_only_from_the_network(
+    private: bool, public_gateway: bool, expected: str
+) -> None:
+    params = module_params("api", privateNetworking=private, publicGatewayAccess=public_gateway)
+    assert params["publicNetworkAccess"] == expected
+    # Flex Consumption virtual network integration: outbound traffic through the delegated subnet.
+    assert params["virtualNetworkSubnetId"] == ("https://network-appSubnetId.test/" if private else "")
+    site = body(bicep("app/api.bicep")["resources"]["site"])["properties"]
+    assert site["publicNetworkAccess"] == "publicNetworkAccess"
+    assert "virtualNetworkSubnetId" in json.dumps(site["virtualNetworkSubnetId"])
+    assert bicep("app/api.bicep")["parameters"]["publicNetworkAccess"]["default"] == "Disabled"
+    gateway_endpoint = bicep("main.bicep")["modules"]["gatewayEndpoint"]["config"]
+    assert main_values(privateNetworking=private, publicGatewayAccess=public_gateway).eval(
+        gateway_endpoint["condition"]
+    ) is (expected == "Disabled")
+
+
+def test_the_network_has_a_delegated_app_subnet_an_endpoint_subnet_and_linked_zones() -> None:
+    vnet = only_resource("app/network.bicep", "Microsoft.Network/virtualNetworks")
+    subnets = {s["name"]: s["properties"] for s in vnet["properties"]["subnets"]}
+    assert subnets["app"]["delegations"][0]["properties"]["serviceName"] == "Microsoft.App/environments"
+    assert subnets["endpoints"]["privateEndpointNetworkPolicies"] == "Disabled"
+    assert all("networkSecurityGroup" in s for s in subnets.values())
+    network = bicep("app/network.bicep")["resources"]
+    assert network["zones"]["config"]["loop_type"]["detail"]["array_name"] == "privateDnsZoneNames"
+    link = body(network["links"])
+    assert network["links"]["config"]["loop_type"]["detail"]["array_name"] == "privateDnsZoneNames"
+    assert link["parent"] == {
+        "operator": {"type": "index_accessor", "operands": {"operand_1": "zones", "operand_2": "i"}}
+    }
+    assert path(link["properties"]["virtualNetwork"]["id"]) == ["vnet", "id"]
+    assert link["properties"]["registrationEnabled"] is False
+    # Every zone main.bicep names is created and linked.
+    zones_param = body(bicep("main.bicep")["modules"]["network"])["params"]["privateDnsZoneNames"]
+    assert arguments(zones_param["loop_type"]["detail"]["array_name"]) == {"arg_1": "privateDnsZones"}
+
+
+def test_every_private_endpoint_has_its_dns_zone_group_and_every_service_has_an_endpoint() -> None:
+    # Private endpoints are made in one file only, each with a zone group over the same entries.
+    endpoint_files = [
+        f
+        for f in BICEP_FILES
+        for r in bicep(str(f.relative_to(INFRA)))["resources"].values()
+        if r["type"] == "Microsoft.Network/privateEndpoints"
+    ]
+    assert [f.name for f in endpoint_files] == ["private-endpoints.bicep"]
+    resources = bicep("app/private-endpoints.bicep")["resources"]
+    endpoint, group = resources["endpoint"], resources["zoneGroup"]
+    assert group["type"] == "Microsoft.Network/privateEndpoints/privateDnsZoneGroups"
+    assert endpoint["config"]["loop_type"]["detail"]["array_name"] == "endpoints"
+    assert group["config"]["loop_type"]["detail"]["array_name"] == "endpoints"
+    # Each group belongs to the endpoint of the same entry and names that entry's zone.
+    assert body(group)["parent"] == {
+        "operator": {"type": "index_accessor", "operands": {"operand_1": "endpoint", "operand_2": "i"}}
+    }
+    [config] = body(group)["properties"]["privateDnsZoneConfigs"]
+    zone_id = arguments(config["properties"]["privateDnsZoneId"])
+    assert zone_id["resource_type"] == "Microsoft.Network/privateDnsZones"
+    assert path(zone_id["resource_name_1"]) == ["e", "zone"]
+
+    values = main_values(privateNetworking=True, contentSafetyEnabled=True, publicGatewayAccess=False)
+    services = body(bicep("main.bicep")["modules"]["privateEndpoints"])["params"]["endpoints"]
+    entries = values.eval(services)
+    gateway = values.eval(body(bicep("main.bicep")["modules"]["gatewayEndpoint"])["params"]["endpoints"])
+    zones = values.name("privateDnsZones")
+    covered = {(e["id"], e["group"]) for e in entries + gateway}
+    assert covered == {
+        ("https://storage-id.test/", "blob"),
+        ("https://storage-id.test/", "table"),
+        ("https://cosmos-id.test/", "Sql"),
+        ("https://openAiPrimary-id.test/", "account"),
+        ("https://openAiSecondary-id.test/", "account"),
+        ("https://keyVault-id.test/", "vault"),
+        ("https://contentSafety-id.test/", "account"),
+        ("https://api-id.test/", "sites"),
+    }
+    assert all(e["zone"] in zones.values() for e in entries + gateway)
+    assert len({e["name"] for e in entries + gateway}) == len(entries + gateway)
+    without = main_values(privateNetworking=True, contentSafetyEnabled=False)
+    assert "https://contentSafety-id.test/" not in {e["id"] for e in without.eval(services)}
+    # The app starts after the endpoints it reaches storage through.
+    assert "privateEndpoints" in body(bicep("main.bicep")["modules"]["api"])["dependsOn"]
+
+
+def test_the_audit_log_container_and_its_retention_are_what_the_gateway_writes_to() -> None:
+    settings = load_settings(deployed_settings())
+    params = module_params("storage")
+    assert settings.prompt_log.container == params["promptLogContainerName"] == "promptlog"
+    assert settings.blob_service_uri == "https://storage-blobEndpoint.test/"
+    container = body(bicep("app/storage.bicep")["resources"]["promptLogContainer"])
+    assert container["name"] == "promptLogContainerName"
+    assert container["properties"]["publicAccess"] == "None"
+    [rule] = body(bicep("app/storage.bicep")["resources"]["lifecycle"])["properties"]["policy"]["rules"]
+    assert rule["definition"]["filters"]["prefixMatch"] == ["${promptLogContainerName}/"]
+    assert rule["definition"]["filters"]["blobTypes"] == ["appendBlob"]
+    delete = rule["definition"]["actions"]["baseBlob"]["delete"]
+    assert delete["daysAfterModificationGreaterThan"] == "promptLogRetentionDays"
+    assert params["promptLogRetentionDays"] == main_values().name("promptLogRetentionDays") == 90
 
 
 # --- identity and roles --------------------------------------------------------------------------
@@ -408,11 +591,12 @@ def test_the_app_identity_has_every_role_the_code_needs() -> None:
         ("Microsoft.Insights/components", MONITORING_METRICS_PUBLISHER),
         ("Microsoft.KeyVault/vaults", KEY_VAULT_SECRETS_USER),
         ("Microsoft.DocumentDB/databaseAccounts", COSMOS_DATA_CONTRIBUTOR),
+        ("Microsoft.CognitiveServices/accounts", COGNITIVE_SERVICES_USER),
     }
     openai_scopes = [
         body(r)["scope"] for scope, _, r in role_assignments() if scope == "Microsoft.CognitiveServices/accounts"
     ]
-    assert sorted(openai_scopes) == ["openAiPrimary", "openAiSecondary"]
+    assert sorted(openai_scopes) == ["contentSafety", "openAiPrimary", "openAiSecondary"]
 
 
 def test_every_assignment_goes_to_the_app_identity_and_optionally_the_developer() -> None:
@@ -427,7 +611,14 @@ def test_every_assignment_goes_to_the_app_identity_and_optionally_the_developer(
     assert user is not None
     assert "grantUserRoles" in json.dumps(user["operands"]["condition"])
     for _, _, resource in role_assignments():
-        assert resource["config"]["loop_type"]["detail"]["array_name"] == "principals"
+        array = resource["config"]["loop_type"]["detail"]["array_name"]
+        # An optional resource's assignments loop over `cond ? principals : []`: the same principals, or no one.
+        optional = operator(array)
+        if optional is not None:
+            assert optional["type"] == "conditional"
+            assert (optional["operands"]["true_value"], optional["operands"]["false_value"]) == ("principals", [])
+        else:
+            assert array == "principals"
 
     params = body(bicep("main.bicep")["modules"]["rbac"])["params"]
     assert path(params["appPrincipalId"]) == ["identity", "outputs", "principalId"]
@@ -621,3 +812,20 @@ def test_http_concurrency_per_instance_is_set_from_a_parameter_wired_through_mai
     assert 16 <= concurrency <= 1000
     # The gateway's own slots per backend must not be what limits an instance the platform sends this many to.
     assert int(BY_NAME["GATEWAY_MAX_CONNECTIONS_PER_BACKEND"].default or 0) >= concurrency
+
+
+def test_entra_parameters_become_settings_the_gateway_parses() -> None:
+    tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+    off = load_settings(deployed_settings())
+    assert off.entra is None
+    assert off.admin_key_enabled
+    on = load_settings(
+        deployed_settings(
+            entraTenantId=tenant, gatewayAppIdUri="api://aoai-gateway", gatewayAppClientId="abc", adminKeyEnabled=False
+        )
+    )
+    assert on.entra is not None
+    assert on.entra.audiences == ("api://aoai-gateway", "abc")
+    assert on.entra.issuers[0] == f"https://sts.windows.net/{tenant}/"
+    assert on.entra.admin_role == "Gateway.Admin"
+    assert not on.admin_key_enabled

@@ -27,7 +27,7 @@ def _backend(name: str, priority: int, weight: int = 1, deployments: tuple[str, 
 
 def _router(*backends: BackendConfig, seed: int = 7) -> tuple[Router, BreakerBoard, ManualClock]:
     clock = ManualClock(1000.0)
-    board = BreakerBoard(BreakerPolicy(failures=1, trip_seconds=30), EmbeddedBreakerStore(), clock, "i")
+    board = BreakerBoard(BreakerPolicy(mode="count", failures=1, trip_seconds=30), EmbeddedBreakerStore(), clock, "i")
     return Router(list(backends), board, clock, random.Random(seed)), board, clock
 
 

@@ -84,7 +84,7 @@ async def pair(
         SIM_KEY=SIM_KEY,
         GATEWAY_STORAGE=azurite.connection_string,
         GATEWAY_TABLE_PREFIX=unique_prefix(),
-        GATEWAY_BREAKER=f'{{"failures": 3, "trip_seconds": {TRIP}, "trial_timeout_seconds": 10}}',
+        GATEWAY_BREAKER=f'{{"mode": "count", "failures": 3, "trip_seconds": {TRIP}, "trial_timeout_seconds": 10}}',
         GATEWAY_BREAKER_SYNC_SECONDS="2",
         GATEWAY_DEMO_KEY=DEMO_KEY,
     )

@@ -202,6 +202,16 @@ def test_content_filter_trigger_answers_400_content_filter(client: AzureOpenAI) 
     assert refused.value.body["innererror"]["code"] == "ResponsibleAIPolicyViolation"
 
 
+async def test_a_lone_surrogate_answers_a_plain_500_as_azure_does(
+    sim: SimulatorThread, http: aiohttp.ClientSession
+) -> None:
+    body = b'{"messages": [{"role": "user", "content": "\\ud800"}]}'
+    async with http.post(chat_url(sim.url), data=body, headers={"content-type": "application/json"}) as response:
+        assert response.status == 500
+        error = (await response.json())["error"]
+    assert error["type"] == "server_error"  # no 400-class reason: only failing over tells whose fault it is
+
+
 def test_tokens_per_second_paces_the_stream(sim: SimulatorThread, client: AzureOpenAI) -> None:
     sim.set_latency(ttft_ms=50, tokens_per_second=100)
     started = time.perf_counter()

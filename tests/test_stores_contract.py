@@ -15,9 +15,21 @@ from dataclasses import replace
 import pytest
 
 from shared.auth import hash_key
-from shared.config import load_settings
+from shared.breaker import BreakerBoard, Status, window_totals
+from shared.clock import ManualClock
+from shared.config import BreakerPolicy, load_settings
 from shared.errors import BadRequest
-from shared.models import Limits, QuotaPeriod, Subscription, SubscriptionState
+from shared.models import (
+    AuthMode,
+    Budget,
+    BudgetAction,
+    Limits,
+    QuotaPeriod,
+    Subscription,
+    SubscriptionState,
+    UserKey,
+    UserLimits,
+)
 from shared.stores.factory import Stores, build_stores
 from tests.fixtures.azurite import unique_prefix
 
@@ -146,6 +158,46 @@ async def test_list_returns_every_subscription_oldest_first(stores: Stores) -> N
     assert [s.id for s in await stores.subscriptions.list()] == ["sub-1", "sub-2", "sub-0"]
 
 
+OID_A = "0a0a0a0a-0000-4000-8000-00000000000a"
+OID_B = "0b0b0b0b-0000-4000-8000-00000000000b"
+
+
+def with_identity(sub: Subscription) -> Subscription:
+    return replace(
+        sub,
+        identities=(OID_A,),
+        auth_modes=frozenset({AuthMode.ENTRA}),
+        user_limits=UserLimits(UserKey.HEADER, "x-user-id", 100, 1000, QuotaPeriod.DAILY),
+        budget=Budget(12.5, QuotaPeriod.MONTHLY, "EUR", (50, 100), BudgetAction.ALERT),
+    )
+
+
+async def test_identities_user_limits_and_budget_read_back_whole(stores: Stores) -> None:
+    sub = with_identity(subscription())
+    await stores.subscriptions.create(sub)
+    assert await stores.subscriptions.get(sub.id) == sub
+    assert await stores.subscriptions.find_by_identity(OID_A) == sub
+    assert await stores.subscriptions.find_by_identity(OID_B) is None
+
+
+async def test_an_identity_lookup_follows_changes_and_deletes(stores: Stores) -> None:
+    sub = with_identity(subscription())
+    await stores.subscriptions.create(sub)
+    await stores.subscriptions.modify(sub.id, lambda s: replace(s, identities=(OID_B,)))
+    assert await stores.subscriptions.find_by_identity(OID_A) is None
+    found = await stores.subscriptions.find_by_identity(OID_B)
+    assert found is not None
+    assert found.id == sub.id
+    assert found.identities == (OID_B,)
+    # A change to anything else is seen through the identity too (the lookup row carries the subscription).
+    await stores.subscriptions.modify(sub.id, lambda s: replace(s, state=SubscriptionState.SUSPENDED))
+    found = await stores.subscriptions.find_by_identity(OID_B)
+    assert found is not None
+    assert found.state is SubscriptionState.SUSPENDED
+    await stores.subscriptions.delete(sub.id)
+    assert await stores.subscriptions.find_by_identity(OID_B) is None
+
+
 # --- breakers and probes --------------------------------------------------------------------------
 
 
@@ -184,6 +236,29 @@ async def test_load_all_returns_every_breaker_with_its_version(stores: Stores) -
     etags = {k: await stores.backends.save(k, {"k": k}, None) for k in ("a|x", "b|x", "b|y")}
     loaded = await stores.backends.load_all()
     assert {k: (v.value, v.etag) for k, v in loaded.items()} == {k: ({"k": k}, e) for k, e in etags.items()}
+
+
+async def test_two_boards_share_a_rate_window_through_the_store(stores: Stores) -> None:
+    # The rate rule's buckets live in the record itself: no store change, the same on Table Storage.
+    clock = ManualClock(1_800_000_000.0)
+    policy = BreakerPolicy(failure_rate=0.5, min_requests=10, window_seconds=10)
+    a = BreakerBoard(policy, stores.backends, clock, "a")
+    b = BreakerBoard(policy, stores.backends, clock, "b")
+    key = "backend-a|gpt-4o-mini"
+    for _ in range(12):
+        await b.success(key)
+    for _ in range(5):
+        await a.failure(key, retry_after=None, reason="500")
+    await b.sync()  # finds failures in the shared window: writes its twelve successes
+    await a.sync()
+    assert window_totals(policy, a.state(key).window, clock.now()) == (17, 5)
+    for _ in range(6):
+        await a.failure(key, retry_after=None, reason="500")
+    assert a.state(key).status is Status.CLOSED  # 11 of 23: a alone would have tripped at 10 of 10
+    await a.failure(key, retry_after=None, reason="500")
+    assert a.state(key).status is Status.OPEN  # 12 of 24
+    await b.sync()
+    assert b.state(key).status is Status.OPEN
 
 
 async def test_probe_results_keep_the_last_write(stores: Stores) -> None:

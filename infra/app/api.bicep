@@ -20,6 +20,11 @@ param instanceMemoryMB int = 2048
 @minValue(1)
 @maxValue(1000)
 param httpPerInstanceConcurrency int = 250
+@description('Enabled: callers reach the gateway over the internet. Disabled: only through its private endpoint, from the virtual network. Private unless main.bicep says otherwise.')
+@allowed(['Enabled', 'Disabled'])
+param publicNetworkAccess string = 'Disabled'
+@description('Subnet (delegated to Microsoft.App/environments) the app\'s outbound traffic goes through; empty: no virtual network integration.')
+param virtualNetworkSubnetId string = ''
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -52,7 +57,6 @@ var runtimeSettings = {
 }
 
 resource site 'Microsoft.Web/sites@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_222:The gateway is a public API by design: callers authenticate with subscription keys at the gateway
   // checkov:skip=CKV_AZURE_17:Callers authenticate with subscription keys; the openai SDK presents no client certificate
   // checkov:skip=CKV_AZURE_212:A minimum instance count (always-ready instances) is billed around the clock; the plan scales from zero on demand to keep the cost at rest at zero
   // checkov:skip=CKV_AZURE_213:App Service health check pings instances every minute, which would keep an instance (and its cost) alive on a plan that scales to zero; GET /health serves external monitors instead
@@ -69,6 +73,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    publicNetworkAccess: publicNetworkAccess
+    // Flex Consumption routes all outbound traffic through the integrated subnet: storage, Cosmos DB,
+    // Azure OpenAI, Key Vault and Content Safety are then reached at their private endpoints.
+    virtualNetworkSubnetId: empty(virtualNetworkSubnetId) ? null : virtualNetworkSubnetId
     keyVaultReferenceIdentity: identityId
     siteConfig: {
       minTlsVersion: '1.2'
@@ -112,7 +120,7 @@ resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
   // checkov:skip=CKV_AZURE_66:This resource is the app settings, not site config; failures are traced in Application Insights
   // checkov:skip=CKV_AZURE_80:This resource is the app settings, not site config, and the app is Python: there is no .NET Framework version
   // checkov:skip=CKV_AZURE_88:This resource is the app settings, not site config; Flex Consumption has no Azure Files content share (the package is in blob storage)
-  // checkov:skip=CKV_AZURE_222:The gateway is a public API by design (see the site's skip)
+  // checkov:skip=CKV_AZURE_222:This resource is the app settings, not site config: public network access is the site's publicNetworkAccess, checked there
   parent: site
   name: 'appsettings'
   properties: union(appSettings, runtimeSettings)

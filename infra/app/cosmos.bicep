@@ -12,16 +12,19 @@ param embeddingDimensions int
 param vectorIndexType string = 'quantizedFlat'
 @description('Expiry of an entry the gateway stores without its own ttl, in seconds.')
 param defaultTtl int
+@description('Enabled: reachable over the public endpoint (Entra auth only). Disabled: only through a private endpoint (main.bicep: privateNetworking). Private unless main.bicep says otherwise.')
+@allowed(['Enabled', 'Disabled'])
+param publicNetworkAccess string = 'Disabled'
 
 resource account 'Microsoft.DocumentDB/databaseAccounts@2024-11-15' = {
-  // checkov:skip=CKV_AZURE_99:IP or VNet restrictions need a virtual network, and this template creates no virtual network; keys are off (disableLocalAuth), so every request needs an Entra token and the data-plane role
-  // checkov:skip=CKV_AZURE_101:Same as CKV_AZURE_99: public network access stays on, Entra only
   name: name
   location: location
   tags: tags
   kind: 'GlobalDocumentDB'
   properties: {
     databaseAccountOfferType: 'Standard'
+    // One region, one write region (serverless has no other).
+    enableMultipleWriteLocations: false
     consistencyPolicy: {
       defaultConsistencyLevel: 'Session'
     }
@@ -43,7 +46,7 @@ resource account 'Microsoft.DocumentDB/databaseAccounts@2024-11-15' = {
     disableLocalAuth: true
     disableKeyBasedMetadataWriteAccess: true
     minimalTlsVersion: 'Tls12'
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: publicNetworkAccess
   }
 
   resource database 'sqlDatabases' = {

@@ -5,10 +5,14 @@ param location string
 param tags object
 @secure()
 param adminKey string
+@description('Enabled: reachable over the public endpoint (Entra auth only). Disabled: only through a private endpoint (main.bicep: privateNetworking). Private unless main.bicep says otherwise.')
+@allowed(['Enabled', 'Disabled'])
+param publicNetworkAccess string = 'Disabled'
+@description('The firewall\'s answer to traffic no rule allows: Deny when private (the default); Allow while the public endpoint serves the app (Entra auth only).')
+@allowed(['Allow', 'Deny'])
+param networkDefaultAction string = 'Deny'
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
-  // checkov:skip=CKV_AZURE_109:A firewall default-deny would block the Function App's Key Vault reference: Flex Consumption without VNet integration reaches the vault over its public endpoint, and this template creates no virtual network. Access is Entra RBAC only
-  // checkov:skip=CKV_AZURE_189:Same as CKV_AZURE_109: public network access stays on, RBAC-authorized
   // checkov:skip=CKV_AZURE_110:Purge protection would make azd down --purge fail and block re-provisioning an environment of the same name for the retention period; the vault holds one key, which azd keeps in the environment and writes again on every provision
   // checkov:skip=CKV_AZURE_42:Soft delete is on (7 days); recoverable also requires purge protection, off for the reason given for CKV_AZURE_110
   name: name
@@ -23,10 +27,10 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableRbacAuthorization: true
     enableSoftDelete: true
     softDeleteRetentionInDays: 7
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: publicNetworkAccess
     networkAcls: {
       bypass: 'AzureServices'
-      defaultAction: 'Allow'
+      defaultAction: networkDefaultAction
     }
   }
 

@@ -5,9 +5,11 @@ param location string
 param tags object
 @description('Deployments to create: [{ name, model, version, sku, capacity }], capacity in thousands of tokens per minute.')
 param deployments array
+@description('Enabled: reachable over the public endpoint (Entra auth only). Disabled: only through a private endpoint (main.bicep: privateNetworking). Private unless main.bicep says otherwise.')
+@allowed(['Enabled', 'Disabled'])
+param publicNetworkAccess string = 'Disabled'
 
 resource account 'Microsoft.CognitiveServices/accounts@2024-10-01' = {
-  // checkov:skip=CKV_AZURE_134:Public network access stays on: this template creates no virtual network and Flex Consumption without VNet integration calls the account over its public endpoint. Keys are off (disableLocalAuth), so every call needs an Entra token and the Cognitive Services OpenAI User role
   // checkov:skip=CKV_AZURE_238:The account calls no other service (no customer-managed key, no data sources), so it has no identity to give
   name: name
   location: location
@@ -20,9 +22,9 @@ resource account 'Microsoft.CognitiveServices/accounts@2024-10-01' = {
     // Entra tokens need the custom subdomain; keys are off.
     customSubDomainName: name
     disableLocalAuth: true
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: publicNetworkAccess
     networkAcls: {
-      defaultAction: 'Allow'
+      defaultAction: publicNetworkAccess == 'Enabled' ? 'Allow' : 'Deny'
     }
   }
 }

@@ -8,6 +8,8 @@ param openAiPrimaryName string
 param openAiSecondaryName string
 param applicationInsightsName string
 param keyVaultName string
+@description('The Content Safety account, when one is deployed; empty for none.')
+param contentSafetyName string = ''
 @description('Principal id of the user-assigned identity the Function App runs as.')
 param appPrincipalId string
 @description('Object id of the developer running azd; empty for none.')
@@ -27,6 +29,8 @@ var roles = {
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
   // The admin key's Key Vault reference.
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
+  // Content Safety's text:shieldPrompt and text:analyze with an Entra token.
+  cognitiveServicesUser: 'a97b65f3-24c7-4388-baec-2e87135dc908'
 }
 // Cosmos DB data-plane role: Cosmos DB Built-in Data Contributor.
 var cosmosDataContributor = '00000000-0000-0000-0000-000000000002'
@@ -39,6 +43,8 @@ var appPrincipals = [
 ]
 var userPrincipals = (grantUserRoles && !empty(userPrincipalId)) ? [{ id: userPrincipalId, type: userPrincipalType }] : []
 var principals = concat(appPrincipals, userPrincipals)
+// An optional account's assignments loop over no one when it is not deployed.
+var hasContentSafety = !empty(contentSafetyName)
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -62,6 +68,11 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
   name: keyVaultName
+}
+
+// Named even when none is deployed: the assignments below are skipped then, but their names are still computed.
+resource contentSafety 'Microsoft.CognitiveServices/accounts@2024-10-01' existing = {
+  name: empty(contentSafetyName) ? 'none' : contentSafetyName
 }
 
 resource storageBlobDataOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for p in principals: {
@@ -119,6 +130,16 @@ resource keyVaultSecretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01
   scope: vault
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
+    principalId: p.id
+    principalType: p.type
+  }
+}]
+
+resource contentSafetyUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for p in (hasContentSafety ? principals : []): {
+  name: guid(contentSafety.id, p.id, roles.cognitiveServicesUser)
+  scope: contentSafety
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.cognitiveServicesUser)
     principalId: p.id
     principalType: p.type
   }

@@ -9,10 +9,19 @@ param deploymentContainerName string
 @description('Replication. LRS is the cheapest; choose ZRS or GZRS to keep subscriptions through a zone or region loss.')
 @allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_GZRS'])
 param skuName string = 'Standard_LRS'
+@description('Enabled: reachable over the public endpoint (Entra auth only). Disabled: only through a private endpoint (main.bicep: privateNetworking). Private unless main.bicep says otherwise.')
+@allowed(['Enabled', 'Disabled'])
+param publicNetworkAccess string = 'Disabled'
+@description('The firewall\'s answer to traffic no rule allows: Deny when private (the default); Allow while the public endpoint serves the app (Entra auth only).')
+@allowed(['Allow', 'Deny'])
+param networkDefaultAction string = 'Deny'
+@description('Blob container of the audit log of prompts and completions (GATEWAY_PROMPT_LOG.container).')
+param promptLogContainerName string = 'promptlog'
+@description('Days an audit-log blob is kept; a lifecycle rule deletes it after that.')
+@minValue(1)
+param promptLogRetentionDays int = 90
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  // checkov:skip=CKV_AZURE_35:Default-deny needs a virtual network and private endpoints, and this template creates no virtual network: Flex Consumption without VNet integration and the developer's machine use the public endpoint, with Entra auth only (shared keys off)
-  // checkov:skip=CKV_AZURE_59:Same as CKV_AZURE_35: the public endpoint stays on; every request needs an Entra token and a data role, and no blob is anonymous
   // checkov:skip=CKV_AZURE_206:Replication is the skuName parameter; LRS by default for the lowest cost at rest (README: deploy). Choose ZRS or GZRS to keep subscriptions through a zone or region loss
   name: name
   location: location
@@ -31,11 +40,11 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     isLocalUserEnabled: false
     isSftpEnabled: false
     minimumTlsVersion: 'TLS1_2'
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: publicNetworkAccess
     supportsHttpsTrafficOnly: true
     networkAcls: {
       bypass: 'AzureServices'
-      defaultAction: 'Allow'
+      defaultAction: networkDefaultAction
     }
   }
 
@@ -57,6 +66,49 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
       properties: {
         publicAccess: 'None'
       }
+    }
+  }
+}
+
+// The audit log's container (shared/promptlog): one append blob per hour and instance.
+resource promptLogContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: storage::blobs
+  name: promptLogContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+// Retention of the audit log: its append blobs are deleted promptLogRetentionDays after their last write.
+resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
+  parent: storage
+  name: 'default'
+  properties: {
+    policy: {
+      rules: [
+        {
+          name: 'promptlog-retention'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: [
+                'appendBlob'
+              ]
+              prefixMatch: [
+                '${promptLogContainerName}/'
+              ]
+            }
+            actions: {
+              baseBlob: {
+                delete: {
+                  daysAfterModificationGreaterThan: promptLogRetentionDays
+                }
+              }
+            }
+          }
+        }
+      ]
     }
   }
 }

@@ -10,6 +10,12 @@ Runs after every `azd provision` (and `azd up`); both steps are safe to repeat:
   to the deployed Table Storage as the developer (which is what the
   deploying user's roles are for). Its id is kept in the azd environment as
   GATEWAY_FIRST_SUBSCRIPTION_ID; its keys are printed once and stored nowhere.
+- Opt-in (`azd env set GATEWAY_ENTRA_APP true`): the gateway's Entra app
+  registration, created once with `az` (app ID URI `api://<client id>`, app
+  roles Gateway.Admin and Gateway.Reader, its service principal). Its tenant,
+  app ID URI and client id go to the azd environment (GATEWAY_ENTRA_TENANT_ID,
+  GATEWAY_APP_ID_URI, GATEWAY_APP_CLIENT_ID), which main.parameters.json maps
+  to main.bicep: the next `azd provision` turns Entra ID on in the app.
 
 Standard library only: it runs before anything is installed. The admin CLI runs
 in the project's `.venv` (created from requirements.txt if missing).
@@ -24,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 import venv
 from pathlib import Path
 from typing import Any
@@ -199,11 +206,79 @@ Gateway: {url}   (after `azd deploy`, which `azd up` runs next)
     )
 
 
+APP_ROLES = (
+    ("Gateway.Admin", "Gateway admin", "Manage the gateway's subscriptions through its admin API."),
+    ("Gateway.Reader", "Gateway reader", "Read the gateway's subscriptions, usage and audit trail."),
+)
+
+
+def create_app_registration(values: dict[str, str]) -> None:
+    """The gateway's Entra app registration, once, when GATEWAY_ENTRA_APP is true (needs `az login`)."""
+    if values.get("GATEWAY_ENTRA_APP", "").lower() != "true":
+        return
+    if values.get("GATEWAY_APP_CLIENT_ID"):
+        print(f"The gateway's app registration exists already ({values['GATEWAY_APP_CLIENT_ID']}).")
+        return
+    az = shutil.which("az")
+    if az is None:
+        print("GATEWAY_ENTRA_APP is true but the Azure CLI (az) is not on PATH: the app registration is not created.")
+        return
+    name = f"aoai-gateway-{values.get('AZURE_ENV_NAME', 'env')}"
+    roles = [
+        {
+            "allowedMemberTypes": ["User", "Application"],
+            "description": description,
+            "displayName": display,
+            "id": str(uuid.uuid4()),
+            "isEnabled": True,
+            "value": value,
+        }
+        for value, display, description in APP_ROLES
+    ]
+    roles_file = ROOT / ".azure" / "gateway-app-roles.json"
+    roles_file.parent.mkdir(exist_ok=True)
+    roles_file.write_text(json.dumps(roles))
+    created = _run(
+        [az, "ad", "app", "create", "--display-name", name, "--sign-in-audience", "AzureADMyOrg",
+         "--app-roles", f"@{roles_file}", "--query", "appId", "-o", "tsv"],
+        capture_output=True,
+    )  # fmt: skip
+    client_id = created.stdout.strip()
+    if created.returncode != 0 or not client_id:
+        sys.stderr.write(created.stderr[-2000:])
+        print("WARNING: the app registration was not created (above); fix the cause and run the hook again.")
+        return
+    app_id_uri = f"api://{client_id}"
+    for step in (
+        [az, "ad", "app", "update", "--id", client_id, "--identifier-uris", app_id_uri],
+        [az, "ad", "sp", "create", "--id", client_id],
+    ):
+        done = _run(step, capture_output=True)
+        if done.returncode != 0:
+            sys.stderr.write(done.stderr[-2000:])
+            print(f"WARNING: `{' '.join(step[1:4])}` failed for app {client_id} (above); finish it by hand.")
+            return
+    tenant = values.get("AZURE_TENANT_ID", "")
+    azd_set("GATEWAY_APP_CLIENT_ID", client_id)
+    azd_set("GATEWAY_APP_ID_URI", app_id_uri)
+    if tenant:
+        azd_set("GATEWAY_ENTRA_TENANT_ID", tenant)
+    print(
+        f"""
+Created the gateway's app registration {name}: client id {client_id}, app ID URI {app_id_uri},
+app roles Gateway.Admin and Gateway.Reader. Run `azd provision` once more to turn Entra ID on in the app.
+Callers then use azure_ad_token_provider=get_bearer_token_provider(credential, "{app_id_uri}/.default"),
+and a subscription lists their object ids in `identities` (README: Entra ID).
+"""
+    )
+
+
 def main() -> int:
     os.chdir(ROOT)
     values = azd_values()
     settings = write_local_settings(values)
     create_first_subscription(values, settings)
+    create_app_registration(values)
     return 0
 
 

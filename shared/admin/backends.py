@@ -65,4 +65,7 @@ def stats_report(gateway: Gateway) -> dict[str, Any]:
         "limits": gateway.limiter.stats(),
         "auth": {"stale_answers": gateway.authenticator.stale_answers},
         "breakers": {"shared": gateway.breakers.store_healthy},
+        # Attempts given up at a timeout: the backend may still complete and bill them.
+        "abandoned": gateway.meter.abandoned.report(),
+        "prompt_log": gateway.prompt_log.stats(),
     }

@@ -19,6 +19,11 @@ Examples:
     python -m shared.admin regenerate sub-0123 --key secondary
     python -m shared.admin --url http://127.0.0.1:7071 --admin-key ... backends
     python -m shared.admin usage --from 2025-06-01 --group-by deployment
+    python -m shared.admin update sub-0123 --prompt-log on        (or off, or gpt-4o-mini,other-deployment)
+    python -m shared.admin promptlog 6f1c0e... --at 2025-06-01T14:05Z
+    python -m shared.admin audit --limit 20
+
+Changes made here on the stores are written to the audit trail as `cli:<your user name>`.
 
 Keys are printed once, when created or regenerated, and never again.
 """
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import os
 import sys
@@ -73,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--state", choices=["active", "suspended"])
         sub.add_argument("--expires-at", default=argparse.SUPPRESS, help="ISO 8601 time, or 'none'")
         sub.add_argument("--allowed-deployments", default=argparse.SUPPRESS, help="comma-separated; '' for all")
+        sub.add_argument(
+            "--prompt-log",
+            default=argparse.SUPPRESS,
+            help="audit log of prompts: on, off, or comma-separated deployments",
+        )
 
     fields(commands.add_parser("create", help="create a subscription; prints both keys once"))
     commands.add_parser("list", help="every subscription (never keys)")
@@ -86,6 +97,13 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("delete", help="delete a subscription").add_argument("id")
     commands.add_parser("backends", help="breaker, throttle and probe state of every backend (--url only)")
     commands.add_parser("stats", help="an instance's storage and limit counters (--url only)")
+    audit = commands.add_parser("audit", help="the admin audit trail, newest first")
+    audit.add_argument("--limit", type=int, default=50)
+    audit.add_argument("--subscription", help="only this subscription id")
+    promptlog = commands.add_parser("promptlog", help="a request's audit-log record, by its request id")
+    promptlog.add_argument("request_id")
+    promptlog.add_argument("--at", help="about when it was made (ISO 8601); default: now")
+    promptlog.add_argument("--hours", help="how many hours back from --at to scan (default: GATEWAY_PROMPT_LOG's)")
     return parser
 
 
@@ -104,7 +122,20 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
         out["expires_at"] = None if args.expires_at.lower() == _NONE else args.expires_at
     if hasattr(args, "allowed_deployments"):
         out["allowed_deployments"] = [d.strip() for d in args.allowed_deployments.split(",") if d.strip()]
+    if hasattr(args, "prompt_log"):
+        value = args.prompt_log.strip()
+        names = [d.strip() for d in value.split(",") if d.strip()]
+        out["prompt_log"] = {"on": True, "off": False}.get(value.lower(), {"deployments": names})
     return out
+
+
+def _audit_query(args: argparse.Namespace) -> str:
+    from urllib.parse import urlencode  # noqa: PLC0415
+
+    query = {"limit": getattr(args, "limit", 50)}
+    if getattr(args, "subscription", None):
+        query["subscription"] = args.subscription
+    return "/audit?" + urlencode(query)
 
 
 async def _over_http(args: argparse.Namespace) -> Any:
@@ -123,6 +154,8 @@ async def _over_http(args: argparse.Namespace) -> Any:
         "delete": ("DELETE", one, None),
         "backends": ("GET", "/backends", None),
         "stats": ("GET", "/stats", None),
+        "audit": ("GET", _audit_query(args), None),
+        "promptlog": ("GET", _promptlog_path(args), None),
     }
     method, path, body = routes[args.command]
     async with (
@@ -133,6 +166,40 @@ async def _over_http(args: argparse.Namespace) -> Any:
         if response.status >= 400:
             raise SystemExit(f"{response.status}: {text}")
         return json.loads(text) if text else {"deleted": getattr(args, "id", None)}
+
+
+def _promptlog_path(args: argparse.Namespace) -> str:
+    from urllib.parse import quote, urlencode  # noqa: PLC0415
+
+    query = {k: v for k, v in (("at", getattr(args, "at", None)), ("hours", getattr(args, "hours", None))) if v}
+    path = f"/requests/{quote(getattr(args, 'request_id', ''), safe='')}"
+    return f"{path}?{urlencode(query)}" if query else path
+
+
+async def _promptlog_on_storage(args: argparse.Namespace) -> Any:
+    """Find a record in the audit log's blobs, with the gateway's storage settings from the environment."""
+    from shared.admin.http import lookup_window  # noqa: PLC0415 - keeps `--help` instant
+    from shared.clock import SYSTEM_CLOCK  # noqa: PLC0415
+    from shared.config import load_settings  # noqa: PLC0415
+    from shared.errors import NotFound  # noqa: PLC0415
+    from shared.promptlog.log import PromptLog  # noqa: PLC0415
+    from shared.stores.factory import build_append_log  # noqa: PLC0415
+
+    env = dict(os.environ)
+    env.setdefault("GATEWAY_BACKENDS", _PLACEHOLDER_BACKENDS)
+    settings = load_settings(env)
+    store = build_append_log(settings)
+    if store.kind == "embedded":
+        raise SystemExit("No blob storage configured: an embedded audit log lives inside one gateway; use --url.")
+    at, hours = lookup_window(args.at, args.hours)
+    log = PromptLog(settings.prompt_log, store, SYSTEM_CLOCK, instance_id="cli")
+    try:
+        found = await log.find(args.request_id, at=at, hours=hours)
+    finally:
+        await store.close()
+    if found is None:
+        raise NotFound(f"No audit-log record of request {args.request_id}.", code="record_not_found")
+    return found
 
 
 def stores_from_environment(embedded_state: str) -> Stores:
@@ -155,22 +222,50 @@ def stores_from_environment(embedded_state: str) -> Stores:
 async def _on_stores(args: argparse.Namespace) -> Any:
     from shared.admin.subscriptions import SubscriptionAdmin  # noqa: PLC0415 - keeps `--help` instant
 
+    if args.command == "promptlog":
+        return await _promptlog_on_storage(args)
     if args.command in ("backends", "stats"):
         raise SystemExit(f"'{args.command}' shows a running gateway's state: give its --url")
+    from shared.admin.access import Actor  # noqa: PLC0415
+    from shared.admin.audit import AuditTrail  # noqa: PLC0415
+    from shared.clock import SYSTEM_CLOCK  # noqa: PLC0415
+
     stores = stores_from_environment("embedded subscriptions live")
     service = SubscriptionAdmin(stores.subscriptions)
+    audit = AuditTrail(stores.audit, SYSTEM_CLOCK)
+    actor = Actor(f"cli:{getpass.getuser()}")
+    route = f"cli {args.command}"
     try:
         if args.command == "create":
-            return await service.create(_fields(args))
+            fields = _fields(args)
+            created = await service.create(fields)
+            await audit.record(actor, "create", route, str(created["id"]), fields)
+            return created
         if args.command == "list":
             return {"data": await service.list()}
         if args.command == "show":
-            return await service.show(args.id)
+            shown = await service.show(args.id)
+            sub = await stores.subscriptions.get(args.id)
+            if sub is not None and sub.budget is not None:
+                from shared.budgets.keeper import read_budget_status  # noqa: PLC0415
+
+                shown["budget_status"] = await read_budget_status(
+                    stores.counters, sub.id, sub.budget, SYSTEM_CLOCK.now()
+                )
+            return shown
+        if args.command == "audit":
+            return {"data": await audit.recent(args.limit, args.subscription)}
         if args.command == "update":
-            return await service.update(args.id, _fields(args))
+            fields = _fields(args)
+            updated = await service.update(args.id, fields)
+            await audit.record(actor, "update", route, args.id, fields)
+            return updated
         if args.command == "regenerate":
-            return await service.regenerate(args.id, args.key)
+            regenerated = await service.regenerate(args.id, args.key)
+            await audit.record(actor, "regenerate", route, args.id, [f"{args.key}_key"])
+            return regenerated
         await service.delete(args.id)
+        await audit.record(actor, "delete", route, args.id)
         return {"deleted": args.id}
     finally:
         await stores.close()

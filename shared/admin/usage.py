@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from shared.admin.access import require_admin
+from shared.admin.access import authorize
 from shared.clock import parse_instant
 from shared.errors import BadRequest, MethodNotAllowed
 from shared.ledger import HOUR, hour_of
@@ -194,12 +194,14 @@ async def subscription_usage(gateway: Gateway, caller: Caller, period_name: str 
         }
     else:
         limit_view["token_quota"] = None
+    budget = await gateway.budgets.status(caller.subscription_id, caller.budget) if caller.budget else None
     return {
         "subscription": {"id": caller.subscription_id, "name": caller.subscription_name},
         "period": period.value,
         "current": current,
         "previous": _period_view(rows, prev_start, prev_end),
         "limits": limit_view,
+        "budget": budget,
     }
 
 
@@ -225,7 +227,7 @@ async def handle_subscription(gateway: Gateway, request: GatewayRequest) -> Gate
 
 async def handle_admin(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
     """`GET /gateway/admin/usage`: every subscription's usage, added up by the dimension asked for."""
-    require_admin(gateway.settings, request)
+    await authorize(gateway.settings, gateway.tokens, request)
     if request.method != "GET":
         raise MethodNotAllowed(f"{request.method} is not supported here; use GET.", headers={"Allow": "GET"})
     group_by = request.query.get("group_by", "subscription")

@@ -94,6 +94,14 @@ def _bypass(reason: str) -> Lookup:
     return Lookup(BYPASS, reason)
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class Cache:
     def __init__(self, config: CacheConfig, store: VectorStore, embedder: Embedder, clock: Clock) -> None:
         self.config = config
@@ -123,9 +131,9 @@ class Cache:
             lookup = await self._lookup(caller, call, headers)
         except (StoreUnavailable, EmbeddingUnavailable, TimeoutError) as exc:
             lookup = self._failed("lookup", exc)
-        except Exception as exc:  # a cache bug must not fail the request: logged with its trace, bypassed
+        except Exception as exc:  # a cache bug or this request's content: logged with its trace, bypassed
             log.exception("cache lookup failed unexpectedly")
-            lookup = self._failed("lookup", exc)
+            lookup = self._failed("lookup", exc, pause=False)
         if lookup.state == BYPASS:
             self.stats.bypasses += 1
         elif lookup.state == MISS:
@@ -141,6 +149,9 @@ class Cache:
         plan = self.plan(caller, call)
         if isinstance(plan, str):
             return _bypass(plan)
+        if not _encodable(plan.text):
+            # A lone surrogate would fail the embedder or the store: this request's problem, nobody else's.
+            return _bypass("unencodable prompt")
         now = self.clock.now()
         if now < self._paused_until:
             return _bypass("cache unavailable")
@@ -149,8 +160,16 @@ class Cache:
             return Lookup(MISS, "refresh", plan)  # the caller asked for a fresh answer; it replaces the old
         return await self._find(plan, max_age)
 
-    def _failed(self, what: str, exc: BaseException) -> Lookup:
+    def _failed(self, what: str, exc: BaseException, *, pause: bool = True) -> Lookup:
+        """Count a failure and bypass; `pause` (the store or embedder itself failed) bypasses for a while.
+
+        A failure that one request causes (its content, or a bug it walks into) never
+        pauses: one caller repeating such a request must not switch the cache off for all.
+        """
         self.stats.failures += 1
+        if not pause:
+            log.warning("cache %s failed (%s: %s); bypassing it for this request", what, type(exc).__name__, exc)
+            return _bypass("cache failed")
         self._paused_until = self.clock.now() + FAILURE_PAUSE_SECONDS
         log.warning(
             "cache %s failed (%s: %s); bypassing the cache for %.0f s",
@@ -293,7 +312,7 @@ class Cache:
             self._failed("store", exc)
         except Exception as exc:  # runs after the answer was sent: nobody else would see it
             log.exception("cache store failed unexpectedly")
-            self._failed("store", exc)
+            self._failed("store", exc, pause=False)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

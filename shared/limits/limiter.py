@@ -14,10 +14,18 @@ from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 from shared.clock import Clock
-from shared.errors import ServiceUnavailable, StoreUnavailable, retry_after_headers
+from shared.errors import (
+    GatewayError,
+    QuotaExceeded,
+    RateLimited,
+    ServiceUnavailable,
+    StoreUnavailable,
+    retry_after_headers,
+)
 from shared.limits import headers as answers
 from shared.limits.estimate import Estimator, estimate_call
 from shared.limits.lease import Bucket, Caps, LeaseAsk, LeaseOutcome, LocalRecords, decide_lease, give_back, rate_caps
+from shared.limits.users import user_caller, user_headers
 from shared.limits.windows import Window, quota_window, rate_window
 from shared.models import Caller, QuotaPeriod
 from shared.stores.protocols import Counters, CounterStore
@@ -46,6 +54,7 @@ class Admission:
     prompt_estimate: int = 0
     rate_window: int | None = None  # start of the rate window the reservation was taken in
     quota_window: int | None = None
+    user: Admission | None = None  # the end user's own reservation, when the subscription has per-user limits
 
 
 @dataclass(slots=True)
@@ -124,6 +133,25 @@ class SharedLimiter:
     # --- the two calls the pipeline makes -------------------------------------------------------
 
     async def admit(self, caller: Caller, call: ApiCall) -> Admission:
+        user = user_caller(caller)
+        if user is None:
+            return await self._admit(caller, call)
+        # The end user first: user limits count no requests, so a refund is exact when the subscription refuses.
+        try:
+            held = await self._admit(user, call)
+        except (RateLimited, QuotaExceeded) as exc:
+            exc.message = exc.message.replace("This subscription has", "This end user has", 1)
+            raise
+        try:
+            admission = await self._admit(caller, call)
+        except GatewayError:
+            await self.settle(held, 0)
+            raise
+        admission.user = held
+        admission.headers.update(user_headers(held.headers))
+        return admission
+
+    async def _admit(self, caller: Caller, call: ApiCall) -> Admission:
         limits = caller.limits
         has_rate = limits.tokens_per_minute is not None or limits.requests_per_minute is not None
         period = limits.token_quota_period if limits.token_quota is not None else None
@@ -175,6 +203,8 @@ class SharedLimiter:
         if admission.settled:
             return
         admission.settled = True
+        if admission.user is not None:
+            await self.settle(admission.user, used_tokens)
         delta = used_tokens - admission.reserved_tokens
         if delta == 0:
             return

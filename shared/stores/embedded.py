@@ -7,7 +7,15 @@ import itertools
 from collections.abc import Callable
 
 from shared.models import Subscription
-from shared.stores.protocols import CounterChange, Counters, UsageBatch, UsageKey, UsageRow, Versioned
+from shared.stores.protocols import (
+    AuditEntry,
+    CounterChange,
+    Counters,
+    UsageBatch,
+    UsageKey,
+    UsageRow,
+    Versioned,
+)
 
 
 class EmbeddedSubscriptionStore:
@@ -20,6 +28,12 @@ class EmbeddedSubscriptionStore:
     async def find_by_key_hash(self, key_hash: str) -> Subscription | None:
         for sub in self._by_id.values():
             if key_hash in (sub.primary_key_hash, sub.secondary_key_hash):
+                return sub
+        return None
+
+    async def find_by_identity(self, oid: str) -> Subscription | None:
+        for sub in self._by_id.values():
+            if oid in sub.identities:
                 return sub
         return None
 
@@ -111,3 +125,15 @@ class EmbeddedLedgerStore:
             for key, row in self._rows.items()
             if start_hour <= key.hour < end_hour and subscription_id in (None, key.subscription_id)
         ]
+
+
+class EmbeddedAuditStore:
+    def __init__(self) -> None:
+        self._entries: list[AuditEntry] = []
+
+    async def append(self, entry: AuditEntry) -> None:
+        self._entries.append(entry)
+
+    async def recent(self, limit: int, subscription_id: str | None = None) -> list[AuditEntry]:
+        newest_first = sorted(self._entries, key=lambda e: e.at, reverse=True)
+        return [e for e in newest_first if subscription_id in (None, e.subscription_id)][:limit]

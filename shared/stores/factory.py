@@ -5,23 +5,29 @@ locally, `GATEWAY_STORAGE__tableServiceUri` with managed identity in Azure);
 embedded otherwise. Embedded state is per process, so in Azure (many
 instances) it is refused. The semantic cache's vector store: Cosmos DB when
 `GATEWAY_COSMOS__accountEndpoint` is set, the embedded numpy store otherwise.
+The audit log's append blobs: Blob Storage when `GATEWAY_STORAGE__blobServiceUri`
+is set or the storage connection string reaches a blob service, memory otherwise.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from shared.config import Settings
 from shared.errors import ConfigError
 from shared.stores.embedded import (
+    EmbeddedAuditStore,
     EmbeddedBreakerStore,
     EmbeddedCounterStore,
     EmbeddedLedgerStore,
     EmbeddedSubscriptionStore,
 )
-from shared.stores.protocols import BackendStateStore, CounterStore, LedgerStore, SubscriptionStore
+from shared.stores.protocols import AuditStore, BackendStateStore, CounterStore, LedgerStore, SubscriptionStore
+
+log = logging.getLogger("gateway.stores")
 
 if TYPE_CHECKING:
     import aiohttp
@@ -29,6 +35,7 @@ if TYPE_CHECKING:
     from shared.cache.config import CacheConfig
     from shared.clock import Clock
     from shared.httpsession import SessionProvider
+    from shared.stores.blobs import AppendLog
     from shared.stores.protocols import VectorStore
 
 
@@ -48,6 +55,7 @@ class Stores:
     ledger: LedgerStore
     kind: str  # "embedded" | "tables"
     account: Account | None = None
+    audit: AuditStore = field(default_factory=EmbeddedAuditStore)
 
     def stats(self) -> dict[str, object]:
         """Storage transactions sent so far (Table Storage only): the cost side of every design choice."""
@@ -77,9 +85,11 @@ def build_stores(
             EmbeddedCounterStore(),
             EmbeddedLedgerStore(),
             "embedded",
+            audit=EmbeddedAuditStore(),
         )
     # The Azure SDK is imported only when Table Storage is configured: cold starts stay cheap otherwise.
     from shared.stores.tables.account import TableAccount  # noqa: PLC0415
+    from shared.stores.tables.audit import TableAuditStore  # noqa: PLC0415
     from shared.stores.tables.backend_state import TableBackendStateStore  # noqa: PLC0415
     from shared.stores.tables.counters import TableCounterStore  # noqa: PLC0415
     from shared.stores.tables.ledger import TableLedgerStore  # noqa: PLC0415
@@ -96,6 +106,7 @@ def build_stores(
         TableLedgerStore(account),
         "tables",
         account,
+        audit=TableAuditStore(account),
     )
 
 
@@ -121,3 +132,19 @@ def build_vector_store(
     from shared.stores.vectors import EmbeddedVectorStore  # noqa: PLC0415 - loads with the cache, when it is on
 
     return EmbeddedVectorStore(clock=clock, max_entries=cache.max_entries, max_bytes=cache.max_bytes)
+
+
+def build_append_log(settings: Settings, *, session: SessionProvider | None = None) -> AppendLog:
+    """The audit log's files: Blob Storage when a blob endpoint is configured, in memory otherwise."""
+    from shared.stores.blobs import AzureAppendLog, EmbeddedAppendLog, has_blob_endpoint  # noqa: PLC0415
+
+    container = settings.prompt_log.container
+    if settings.blob_service_uri:
+        client_id = settings.storage.client_id if settings.storage else None
+        return AzureAppendLog(container, service_uri=settings.blob_service_uri, client_id=client_id, session=session)
+    conn = settings.storage.connection_string if settings.storage else None
+    if conn and has_blob_endpoint(conn):
+        return AzureAppendLog(container, connection_string=conn, session=session)
+    if settings.running_in_azure:
+        log.warning("no blob endpoint (GATEWAY_STORAGE__blobServiceUri): audit records stay in this instance's memory")
+    return EmbeddedAppendLog()

@@ -30,6 +30,10 @@ class SubscriptionStore(Protocol):
 
     async def find_by_key_hash(self, key_hash: str) -> Subscription | None: ...
 
+    async def find_by_identity(self, oid: str) -> Subscription | None:
+        """The subscription whose `identities` list this Entra object id (lower case), if any."""
+        ...
+
     async def create(self, subscription: Subscription) -> None:
         """Store a new subscription; `ValueError` if the id exists."""
         ...
@@ -175,6 +179,33 @@ class LedgerStore(Protocol):
 
     async def rows(self, start_hour: int, end_hour: int, subscription_id: str | None = None) -> list[UsageRow]:
         """Rows with start_hour <= hour < end_hour, of one subscription or of all."""
+        ...
+
+
+# --- the admin audit trail ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One admin change: who, what, when. Field names only: never a key, a hash or a value."""
+
+    at: float  # epoch seconds
+    actor: str  # "admin-key", "entra:<oid>", or "cli:<user>"
+    action: str  # create | update | regenerate | delete
+    route: str  # "PATCH /gateway/admin/subscriptions/sub-1", or the CLI command
+    subscription_id: str
+    fields: tuple[str, ...] = ()
+    actor_name: str | None = None  # the token's display name or UPN, when it has one
+    app_id: str | None = None  # the app the admin's token was issued to
+
+
+class AuditStore(Protocol):
+    """An append-only trail of admin changes, read newest first."""
+
+    async def append(self, entry: AuditEntry) -> None: ...
+
+    async def recent(self, limit: int, subscription_id: str | None = None) -> list[AuditEntry]:
+        """Up to `limit` entries, newest first, of one subscription or of all."""
         ...
 
 

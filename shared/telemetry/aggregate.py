@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from shared.outcomes import ABANDONED_OUTCOMES
 from shared.telemetry.names import (
     CACHE_STATES,
     DURATION_BUCKETS,
@@ -127,6 +128,10 @@ class Totals:
                     _count(attempts, key, 1)
                     if i < last:  # every attempt but the last failed and moved on to another backend
                         _count(failovers, key, 1)
+                    if answer in ABANDONED_OUTCOMES:
+                        where_attempt = key[:3]
+                        _count(sums["gateway.backend.abandoned"], where_attempt, 1)
+                        _count(sums["gateway.backend.abandoned_tokens"], where_attempt, r.prompt_estimate)
             if r.cache is not None:
                 _count(sums["gateway.cache.lookups"], (cache, r.cache_check, deployment, sub_id, sub_name), 1)
                 if r.tokens_saved:
@@ -158,6 +163,15 @@ class Totals:
             for key, old, new in transitions:
                 backend, _, deployment = key.partition("|")
                 _count(sums, (backend, deployment, old.value, new.value), 1)
+
+    def add_budget_alert(self, subscription_id: str, subscription_name: str, threshold: int) -> None:
+        with self.lock:
+            _count(self.sums["gateway.budget.alerts"], (subscription_id, subscription_name, threshold), 1)
+
+    def count(self, name: str, key: Key, amount: float = 1) -> None:
+        """Add to one counter's time series (the audit log's and Content Safety's counts)."""
+        with self.lock:
+            _count(self.sums[name], key, amount)
 
     def snapshot(self, *, reset_interval: bool = False) -> Snapshot:
         with self.lock:

@@ -72,10 +72,22 @@ class Telemetry:
             self._drain_transitions()
         r.trace.finish(r, overhead, log_prompts=self._log_prompts)
 
+    def count_prompt_log(self, result: str, records: int) -> None:
+        """Audit-log records written, dropped or failed (`shared.promptlog`)."""
+        self._totals.count("gateway.promptlog.records", (result,), records)
+
+    def count_content_safety(self, result: str, deployment: str) -> None:
+        """One Content Safety check's result (`shared.contentsafety`)."""
+        self._totals.count("gateway.content_safety.checks", (result, deployment))
+
     def record_probes(self, report: Mapping[str, Mapping[str, object]]) -> None:
         """Count one round of health probes (`shared.probe.probe_all`'s report)."""
         self._totals.add_probes(report)
         self._drain_transitions()
+
+    def record_budget_alert(self, subscription_id: str, subscription_name: str, threshold: int) -> None:
+        """Count one budget threshold crossed (claimed by this instance)."""
+        self._totals.add_budget_alert(subscription_id, subscription_name, threshold)
 
     def _drain_transitions(self) -> None:
         board = self._breakers

@@ -32,6 +32,9 @@ ATTEMPT_OUTCOME = "gateway.attempt.outcome"  # the backend's status code, or "ti
 BREAKER_FROM = "gateway.breaker.from"
 BREAKER_TO = "gateway.breaker.to"
 PROBE_OK = "gateway.probe.ok"
+BUDGET_THRESHOLD = "gateway.budget.threshold"  # percent of the budget a crossing alerted on
+PROMPT_LOG_RESULT = "gateway.promptlog.result"  # "written" | "dropped" | "failed"
+CONTENT_SAFETY_RESULT = "gateway.content_safety.result"  # "allowed" | "blocked" | "unavailable_open" | ...
 
 PROVIDER_NAME = "azure.ai.openai"
 GEN_AI_OPERATIONS = {"chat/completions": "chat", "embeddings": "embeddings"}
@@ -80,8 +83,8 @@ REQUESTS = MetricSpec(
     "gateway.requests",
     "counter",
     "{request}",
-    "Requests by outcome: success, cache_hit, client_error, unauthorized, throttled, quota_exceeded, backend_error,"
-    " overloaded (shed by the gateway itself).",
+    "Requests by outcome: success, cache_hit, client_error, unauthorized, throttled, quota_exceeded, backend_error, "
+    "content_filtered, overloaded (shed by the gateway itself).",
     (OUTCOME, STATUS, *_CALLER, *_WHERE),
 )
 ATTEMPTS = MetricSpec(
@@ -97,6 +100,20 @@ FAILOVERS = MetricSpec(
     "{failover}",
     "Attempts that failed and were retried on another backend, by the backend that failed and why.",
     (BACKEND, DEPLOYMENT, REGION, ATTEMPT_OUTCOME),
+)
+ABANDONED = MetricSpec(
+    "gateway.backend.abandoned",
+    "counter",
+    "{attempt}",
+    "Attempts the gateway gave up on at a timeout after sending them; the backend may still complete and bill them.",
+    (BACKEND, DEPLOYMENT, REGION),
+)
+ABANDONED_TOKENS = MetricSpec(
+    "gateway.backend.abandoned_tokens",
+    "counter",
+    "{token}",
+    "Prompt tokens (counted offline) of the attempts given up at a timeout: what they may cost if billed.",
+    (BACKEND, DEPLOYMENT, REGION),
 )
 BREAKER_TRANSITIONS = MetricSpec(
     "gateway.breaker.transitions",
@@ -135,6 +152,29 @@ OVERHEAD = MetricSpec(
     (DEPLOYMENT, OUTCOME, CACHE, STREAMED),
     OVERHEAD_BUCKETS,
 )
+BUDGET_ALERTS = MetricSpec(
+    "gateway.budget.alerts",
+    "counter",
+    "{alert}",
+    "Budget thresholds crossed (once per threshold and period across instances, counted where it was claimed).",
+    (*_CALLER, BUDGET_THRESHOLD),
+)
+
+PROMPT_LOG_RECORDS = MetricSpec(
+    "gateway.promptlog.records",
+    "counter",
+    "{record}",
+    "Audit-log records by result: written to storage, dropped (queue full), failed (storage refused the batch).",
+    (PROMPT_LOG_RESULT,),
+)
+CONTENT_SAFETY_CHECKS = MetricSpec(
+    "gateway.content_safety.checks",
+    "counter",
+    "{check}",
+    "Content Safety checks by result: allowed, blocked, or the service unavailable and the request let through "
+    "(unavailable_open) or refused (unavailable_closed).",
+    (CONTENT_SAFETY_RESULT, DEPLOYMENT),
+)
 
 METRICS: tuple[MetricSpec, ...] = (
     TOKEN_USAGE,
@@ -142,11 +182,16 @@ METRICS: tuple[MetricSpec, ...] = (
     REQUESTS,
     ATTEMPTS,
     FAILOVERS,
+    ABANDONED,
+    ABANDONED_TOKENS,
     BREAKER_TRANSITIONS,
     PROBE_DURATION,
     CACHE_LOOKUPS,
     TOKENS_SAVED,
     OVERHEAD,
+    BUDGET_ALERTS,
+    PROMPT_LOG_RECORDS,
+    CONTENT_SAFETY_CHECKS,
 )
 # Attributes of the request span that the operators' workbook reads (Application Insights `requests`).
 SPAN_OVERHEAD_MS = "gateway.overhead_ms"

@@ -41,14 +41,22 @@ class AdminError extends Error {
   }
 }
 
+// An Entra ID token (three base64url parts) goes as a bearer token, checked for the Gateway.Admin or
+// Gateway.Reader app role; anything else is the shared admin key.
+const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
+
+function credentialHeaders() {
+  return JWT_SHAPE.test(state.key) ? { authorization: `Bearer ${state.key}` } : { "x-admin-key": state.key };
+}
+
 async function getJson(path) {
-  const response = await fetch(path, { headers: { "x-admin-key": state.key }, cache: "no-store" });
+  const response = await fetch(path, { headers: credentialHeaders(), cache: "no-store" });
   if (!response.ok) throw new AdminError(await errorOf(response));
   return response.json();
 }
 
 async function getMetrics() {
-  const response = await fetch("../metrics", { headers: { "x-admin-key": state.key }, cache: "no-store" });
+  const response = await fetch("../metrics", { headers: credentialHeaders(), cache: "no-store" });
   if (response.status === 404) return null; // metrics are off on this gateway: the charts say so
   if (!response.ok) throw new AdminError(await errorOf(response));
   return parsePrometheus(await response.text());
