@@ -119,7 +119,7 @@ param instanceMemoryMB int = 2048
 @description('Concurrent HTTP requests per instance (see the README\'s capacity section). Python\'s default is 1.')
 @minValue(1)
 @maxValue(1000)
-param httpPerInstanceConcurrency int = 250
+param httpPerInstanceConcurrency int = 200
 
 @allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_GZRS'])
 param storageSkuName string = 'Standard_LRS'

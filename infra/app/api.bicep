@@ -19,7 +19,7 @@ param instanceMemoryMB int = 2048
 @description('Concurrent HTTP requests (mostly streams) one instance is given; the README\'s capacity section says how it was measured.')
 @minValue(1)
 @maxValue(1000)
-param httpPerInstanceConcurrency int = 250
+param httpPerInstanceConcurrency int = 200
 @description('Enabled: callers reach the gateway over the internet. Disabled: only through its private endpoint, from the virtual network. Private unless main.bicep says otherwise.')
 @allowed(['Enabled', 'Disabled'])
 param publicNetworkAccess string = 'Disabled'
