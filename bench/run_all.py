@@ -47,6 +47,12 @@ BENCHES = (
         "shared token limits across three gateways on one Azurite (10 s windows)",
     ),
     Bench(
+        "bench.streams_bench",
+        ("--streams", "500", "1000"),
+        240,
+        "concurrent streams direct and through a gateway process: TTFB, CPU per event, memory per stream",
+    ),
+    Bench(
         "bench.fault_matrix",
         ("--requests", "200"),
         240,

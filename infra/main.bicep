@@ -109,11 +109,17 @@ param promptLogContainerName string = 'promptlog'
 @minValue(1)
 param promptLogRetentionDays int = 90
 
+@description('Most instances the app scales out to; with httpPerInstanceConcurrency, the most concurrent streams.')
 @minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 40
+@description('Memory of each instance; Flex Consumption gives CPU in proportion.')
 @allowed([512, 2048, 4096])
 param instanceMemoryMB int = 2048
+@description('Concurrent HTTP requests per instance (see the README\'s capacity section). Python\'s default is 1.')
+@minValue(1)
+@maxValue(1000)
+param httpPerInstanceConcurrency int = 200
 
 @allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_GZRS'])
 param storageSkuName string = 'Standard_LRS'
@@ -408,6 +414,7 @@ module api './app/api.bicep' = {
     appSettings: gatewaySettings
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
+    httpPerInstanceConcurrency: httpPerInstanceConcurrency
     publicNetworkAccess: gatewayPublicAccess
     virtualNetworkSubnetId: privateNetworking ? network.outputs.appSubnetId : ''
   }

@@ -113,6 +113,21 @@ CATALOG: tuple[Setting, ...] = (
         "60",
         "Window of the TPM/RPM limits in seconds, a divisor of 60; limits scale to it (10: TPM/6 per 10 s).",
     ),
+    Setting(
+        "GATEWAY_MAX_CONNECTIONS_PER_BACKEND",
+        "1000",
+        "Streamed calls one instance keeps open to each backend at once; more wait (GATEWAY_POOL_WAIT_SECONDS).",
+    ),
+    Setting(
+        "GATEWAY_UNARY_CONNECTIONS_PER_BACKEND",
+        "200",
+        "Non-streamed calls one instance sends each backend at once, apart from the streams' slots.",
+    ),
+    Setting(
+        "GATEWAY_POOL_WAIT_SECONDS",
+        "2",
+        "How long a call waits for a free backend slot before the gateway sheds it (503 gateway_overloaded).",
+    ),
     Setting("GATEWAY_BREAKER_SYNC_SECONDS", "2", "How often an instance refreshes shared breaker state."),
     Setting("GATEWAY_PROBE_SCHEDULE", "*/30 * * * * *", "NCRONTAB schedule of the backend health probe timer."),
     Setting(

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from shared.cache.config import CacheConfig, parse_cache_config
+from shared.capacity import CapacityPolicy
 from shared.catalog import BY_NAME
 from shared.contentsafety.config import ContentSafetyConfig, parse_content_safety_config
 from shared.entra.config import EntraConfig, parse_entra_config
@@ -130,6 +131,7 @@ class Settings:
     max_attempts: int = 3
     default_throttle_seconds: float = 10.0
     breaker: BreakerPolicy = BreakerPolicy()
+    capacity: CapacityPolicy = field(default_factory=CapacityPolicy)
     storage: StorageConfig | None = None
     table_prefix: str = "gw"
     key_cache_seconds: float = 10.0
@@ -480,6 +482,11 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         max_attempts=int(r.number("GATEWAY_MAX_ATTEMPTS", minimum=1, integer=True)),
         default_throttle_seconds=r.number("GATEWAY_DEFAULT_THROTTLE_SECONDS", minimum=0.1),
         breaker=_parse_breaker(r),
+        capacity=CapacityPolicy(
+            stream_slots=int(r.number("GATEWAY_MAX_CONNECTIONS_PER_BACKEND", minimum=1, integer=True)),
+            unary_slots=int(r.number("GATEWAY_UNARY_CONNECTIONS_PER_BACKEND", minimum=1, integer=True)),
+            wait_seconds=r.number("GATEWAY_POOL_WAIT_SECONDS", minimum=0),
+        ),
         storage=_parse_storage(r),
         table_prefix=r.raw("GATEWAY_TABLE_PREFIX") or "gw",
         key_cache_seconds=r.number("GATEWAY_KEY_CACHE_SECONDS", minimum=0),

@@ -26,11 +26,18 @@ aiohttp in `shared.upstream`, azure-core in `shared.stores.tables` and
      │    ├── BackendError             502  (a backend failed after the stream began)
      │    ├── NoBackendAvailable       503  (no healthy backend for the deployment)
      │    ├── AffinityUnavailable      503  (the one backend holding a stored object is down)
+     │    ├── GatewayOverloaded        503  (the gateway's own slots are full; shed before any backend)
      │    └── ServiceUnavailable       503  (the gateway itself cannot serve: config, storage; with Retry-After)
      ├── ConfigError                   invalid settings; every problem listed; stops the start
      ├── StoreUnavailable              a state store failed or timed out; stages degrade
      ├── EmbeddingUnavailable          the cache's embedder failed; the cache is bypassed
-     └── AttemptFailed                 one backend attempt failed before the first byte; the proxy fails over
+     ├── AttemptFailed                 one backend attempt failed before the first byte; the proxy fails over
+     ├── LocalLimit                    (shared.capacity) the gateway's own limit stopped an attempt; never the backend's
+     │    ├── PoolFull                 no connection slot came free in time
+     │    └── LoopStalled              a timeout fired while this worker's event loop was stalled
+     ├── InvalidToken                  (shared.entra.tokens) a bearer token failed validation; mapped to 401
+     ├── KeysUnavailable               (shared.entra.keys) the tenant's signing keys cannot be fetched; mapped to 503
+     └── Unavailable                   (shared.contentsafety.stage) Content Safety did not answer; fail open or closed
 """
 
 from __future__ import annotations
@@ -170,6 +177,12 @@ class AffinityUnavailable(GatewayError):
     status = 503
     type = "server_error"
     code = "affinity_backend_unavailable"
+
+
+class GatewayOverloaded(GatewayError):
+    status = 503
+    type = "server_error"
+    code = "gateway_overloaded"
 
 
 class ServiceUnavailable(GatewayError):

@@ -21,6 +21,7 @@ from shared.backendauth import ManagedIdentityCredential, credentials_for
 from shared.breaker import BreakerBoard
 from shared.budgets.alerts import AlertSender
 from shared.budgets.keeper import BudgetKeeper
+from shared.capacity import Capacity
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.config import Settings, get_settings
 from shared.entra.callers import EntraCallers
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
     from shared.proxy import RelayedStream
 
 log = logging.getLogger("gateway")
+
+# How long an idle backend connection is kept for the next call (aiohttp's default is 15 s).
+KEEPALIVE_SECONDS = 30.0
 
 # How long `close()` waits for streams to be settled and metered before it writes the ledger.
 DRAIN_SECONDS = 5.0
@@ -88,12 +92,14 @@ class Gateway:
         self.router = Router(settings.backends, self.breakers, clock)
         self.affinity = Affinity(self.stores.affinity, clock, ttl_seconds=settings.affinity_days * DAY)
         self.credentials = credentials_for({b.name: b.auth for b in settings.backends}, clock)
+        self.capacity = Capacity(settings.capacity)
         self.proxy = Proxy(
             self.router,
             self.breakers,
             self.credentials,
             self.session,
             clock,
+            capacity=self.capacity,
             max_attempts=settings.max_attempts,
             default_throttle_seconds=settings.default_throttle_seconds,
         )
@@ -168,8 +174,17 @@ class Gateway:
         if self._session is None or self._session.closed:
             import aiohttp  # noqa: PLC0415 - lazy: keeps `import function_app` cheap
 
-            connector = aiohttp.TCPConnector(limit=512, ttl_dns_cache=300, enable_cleanup_closed=True)
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+            # Unlimited here: `shared.capacity` bounds calls per backend, streams and short calls apart, so
+            # aiohttp's `connect` timeout never includes a wait for a pooled connection (which a full pool
+            # would turn into a "backend" timeout). Idle connections are kept for reuse.
+            connector = aiohttp.TCPConnector(
+                limit=0, ttl_dns_cache=300, enable_cleanup_closed=True, keepalive_timeout=KEEPALIVE_SECONDS
+            )
+            # No cookie jar: a backend's cookies (affinity and the like) must not pass from one caller's
+            # request to the next, and skipping the jar saves work on every call.
+            self._session = aiohttp.ClientSession(
+                connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+            )
         return self._session
 
     async def start(self) -> None:
@@ -218,6 +233,7 @@ class Gateway:
         await asyncio.to_thread(self.telemetry.shutdown)  # the last export blocks on HTTP
         if self.cache is not None:
             await self.cache.close()
+        await self.capacity.close()
         await self.stores.close()  # after everything that writes through them, before their HTTP session
         if self._session is not None:
             await self._session.close()

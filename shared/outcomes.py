@@ -25,6 +25,7 @@ class Outcome(StrEnum):
     QUOTA_EXCEEDED = "quota_exceeded"
     BACKEND_ERROR = "backend_error"  # no backend could answer, or one failed mid-stream
     CONTENT_FILTERED = "content_filtered"  # Content Safety blocked the prompt before any backend saw it
+    OVERLOADED = "overloaded"  # the gateway shed the request itself (its slots were full); no backend was at fault
 
 
 # Attempt outcomes the gateway gave up on before the answer came: the request had been sent, so the

@@ -27,6 +27,7 @@ from shared.errors import (
     ContentFiltered,
     Forbidden,
     GatewayError,
+    GatewayOverloaded,
     NotFound,
     QuotaExceeded,
     RateLimited,
@@ -87,6 +88,8 @@ def _outcome_of(exc: GatewayError) -> Outcome:
         return Outcome.THROTTLED
     if isinstance(exc, Unauthorized):
         return Outcome.UNAUTHORIZED
+    if isinstance(exc, GatewayOverloaded):
+        return Outcome.OVERLOADED
     if exc.status >= 500 or isinstance(exc, BackendsThrottled):
         return Outcome.BACKEND_ERROR
     return Outcome.CLIENT_ERROR

@@ -17,6 +17,13 @@ A call naming a stored object (`shared.affinity`) is either `pinned` to the
 backend holding it (one attempt, no failover: another backend does not have
 it) or, when no backend is known for it, `seek`s it: a 404 moves on to the
 next backend, and the last 404 is the answer if none has it.
+
+Every call holds a slot of `shared.capacity` for its backend while its
+connection is in use. A slot that does not come free in time is the
+gateway's own limit, not the backend's failure: it is never counted toward a
+breaker or a throttle, and if no backend could even be tried the caller gets
+the gateway's load-shedding answer (503 `gateway_overloaded`, Retry-After).
+So is a timeout that fired while the gateway's own event loop was stalled.
 """
 
 from __future__ import annotations
@@ -30,12 +37,15 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import aiohttp
+from yarl import URL
 
 from shared import telemetry
 from shared.backendauth import BackendCredential
 from shared.blame import Attribution, Blame, Failure, blame
 from shared.breaker import BreakerBoard
+from shared.capacity import Capacity, CapacityPolicy, LocalLimit, LoopStalled, overloaded
 from shared.clock import Clock
+from shared.config import BackendConfig
 from shared.errors import (
     DEFAULT_RETRY_SECONDS,
     AffinityUnavailable,
@@ -53,6 +63,12 @@ from shared.surface import with_model
 from shared.upstream import account_url, deployment_url, mapped, request_headers
 
 log = logging.getLogger("gateway.proxy")
+
+# A stream is looked at this many times per read timeout to find it idle.
+IDLE_LOOKS = 4
+
+# Parsed backend URLs kept per proxy (one per backend, deployment, operation and api-version).
+MAX_CACHED_URLS = 1024
 
 # Backend response headers worth returning; the backend's own rate-limit headers describe the
 # shared backend, not the caller's subscription, so they stay here.
@@ -121,14 +137,27 @@ class RelayedStream:
         relay: SseRelay | PassThrough,
         first: bytes,
         backend: str,
+        *,
+        release: Callable[[], None],
+        read_timeout: float,
     ) -> None:
         self._response = response
         self._relay = relay
         self._backend = backend
+        self._release = release  # the backend slot, held until the backend's side is closed
         self._error: str | None = None
         self._aborted = False
         self._on_end: StreamEnded | None = None
         self._events = self._run(chunks, first)
+        # The read timeout between chunks, kept here rather than by aiohttp, which re-arms a timer on every
+        # read: a count per read and a look every quarter of the timeout cost far less per event. A stalled
+        # loop cannot fake it: each look is its own loop iteration, and sockets are read between them.
+        self._reads = 0
+        self._seen = 0
+        self._idle_looks = 0
+        self._timed_out = False
+        self._look_every = read_timeout / IDLE_LOOKS
+        self._watch = asyncio.get_running_loop().call_later(self._look_every, self._look)
 
     def reporting_to(self, on_end: StreamEnded) -> None:
         """Call `on_end(outcome, aborted)` once, when the stream has ended (the breaker hears of it then)."""
@@ -152,6 +181,7 @@ class RelayedStream:
         try:
             yield first
             async for chunk in chunks:
+                self._reads += 1
                 out = relay.feed(chunk)
                 if out:
                     yield out
@@ -160,16 +190,29 @@ class RelayedStream:
                 self._error = "the backend ended the stream early"
                 yield error_event("The backend ended the stream before it was complete.", typed=relay.typed)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            self._error = type(exc).__name__
-            log.warning("backend %s failed mid-stream: %s", self._backend, type(exc).__name__)
+            self._error = "TimeoutError" if self._timed_out else type(exc).__name__
+            log.warning("backend %s failed mid-stream: %s", self._backend, self._error)
             if isinstance(relay, PassThrough):
                 raise  # bytes have no error event: the caller's connection is cut, so it sees a truncated body
             yield error_event("The backend failed while streaming the response.", typed=relay.typed)
         finally:
+            self._watch.cancel()
             if relay.done:
                 self._response.release()  # read to the end: the connection can be reused
             else:
                 self._response.close()
+            self._release()
+
+    def _look(self) -> None:
+        if self._reads != self._seen:
+            self._seen, self._idle_looks = self._reads, 0
+        else:
+            self._idle_looks += 1
+            if self._idle_looks >= IDLE_LOOKS:  # nothing read for a whole read timeout
+                self._timed_out = True
+                self._response.close()  # the pending read fails; the caller gets an error event
+                return
+        self._watch = asyncio.get_running_loop().call_later(self._look_every, self._look)
 
     def abort(self) -> None:
         """Cut the backend's side now (the gateway is shutting down); the caller gets an error event."""
@@ -179,6 +222,10 @@ class RelayedStream:
     async def finish(self) -> StreamOutcome:
         """Close the backend's side (if the caller left early) and say how the stream ended."""
         await self._events.aclose()
+        self._watch.cancel()
+        if not self._response.closed:  # never iterated: the generator's cleanup did not run
+            self._response.close()
+        self._release()
         relay = self._relay
         outcome = StreamOutcome(relay.usage, relay.done, self._error, relay.content_events)
         on_end, self._on_end = self._on_end, None
@@ -227,7 +274,12 @@ class Proxy:
         *,
         max_attempts: int,
         default_throttle_seconds: float,
+        capacity: Capacity | None = None,
     ) -> None:
+        self._capacity = capacity or Capacity(CapacityPolicy())
+        # Parsed once: building and parsing a URL is a good part of aiohttp's cost per call.
+        self._urls: dict[tuple[str, str, str, str], URL] = {}
+        self._timeouts: dict[tuple[str, bool], aiohttp.ClientTimeout] = {}
         self._router = router
         self._breakers = breakers
         self._credentials = credentials
@@ -243,6 +295,7 @@ class Proxy:
         throttled_for: list[float] = []
         failures: list[str] = []
         attribution = Attribution()
+        local: list[str] = []  # attempts our own limits stopped (full slots, a stalled loop): never the backend's
         unavailable: Unavailable | None = None
         missed: ProxyResult | None = None
         limit = max(self._max_attempts, self._router.count(call.deployment)) if call.seek else self._max_attempts
@@ -258,6 +311,14 @@ class Proxy:
             )
             try:
                 answer = await self._attempt(choice, call, span.headers)
+            except LocalLimit as exc:
+                # Our own limit, not the backend: no attempt, breaker or throttle; try the next backend.
+                span.end("gateway_overloaded")
+                local.append(str(exc))
+                if isinstance(exc, LoopStalled) and len(local) == 1:
+                    tried.discard(choice.backend.name)  # the loop has caught up: this backend gets one more go
+                log.warning("%s; trying again", exc)
+                continue
             except AttemptFailed as failed:
                 span.end(failed.outcome)
                 seconds = time.perf_counter() - started
@@ -294,6 +355,9 @@ class Proxy:
                 body=missed.body,
                 backend_seconds=missed.backend_seconds,
             )
+        if local and not attempts:
+            return Exhausted(overloaded(call.deployment), ())
+        failures += local
         error = self._exhausted(call.deployment, attempts, throttled_for, failures, unavailable)
         last = attribution.request_fault()
         if last is not None:
@@ -390,12 +454,22 @@ class Proxy:
         headers = retry_after_headers(min(waits) if waits else DEFAULT_RETRY_SECONDS)
         return NoBackendAvailable(f"No backend could serve deployment '{deployment}' ({detail}).", headers=headers)
 
+    def _url(self, endpoint: str, deployment: str, operation: str, api_version: str) -> URL:
+        key = (endpoint, deployment, operation, api_version)
+        url = self._urls.get(key)
+        if url is None:
+            if len(self._urls) >= MAX_CACHED_URLS:  # api-version comes from callers: keep the cache bounded
+                self._urls.clear()
+            url = URL(deployment_url(endpoint, deployment, operation)).with_query({"api-version": api_version})
+            self._urls[key] = url
+        return url
+
     async def _attempt(self, choice: Candidate, call: BackendCall, trace_headers: Mapping[str, str]) -> _Answer:
         backend = choice.backend
         if call.upstream_path is None:
-            url = deployment_url(backend.endpoint, choice.deployment, call.operation)
+            url = self._url(backend.endpoint, choice.deployment, call.operation, call.api_version)
         else:
-            url = account_url(backend.endpoint, call.upstream_path)
+            url = URL(account_url(backend.endpoint, call.upstream_path))
         body = call.body
         if call.name_model and choice.deployment and choice.deployment != call.deployment:
             body = with_model(body, choice.deployment)
@@ -409,14 +483,51 @@ class Proxy:
             content_type=call.content_type,
         )
         session = await self._session()
-        timeout = aiohttp.ClientTimeout(total=None, connect=backend.connect_timeout, sock_read=backend.read_timeout)
+        release = await self._capacity.acquire(backend.name, call.stream)  # PoolFull: a local outcome
+        started = asyncio.get_running_loop().time()
+        try:
+            answer = await self._send(
+                session, url=url, body=body, headers=headers, call=call, backend=backend, release=release
+            )
+        except AttemptFailed as failed:
+            release()
+            if failed.status is None and self._capacity.loop.stalled_since(started):
+                raise LoopStalled(backend.name, failed.outcome) from failed
+            raise
+        except BaseException:
+            release()
+            raise
+        if answer.stream is None:
+            release()  # a stream gives its slot back when it ends
+        return answer
+
+    async def _send(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        url: URL,
+        body: bytes,
+        headers: dict[str, str],
+        call: BackendCall,
+        backend: BackendConfig,
+        release: Callable[[], None],
+    ) -> _Answer:
+        timeout = self._timeouts.get((backend.name, call.stream))
+        if timeout is None:
+            # `sock_connect`, not `connect`: the latter would also time a wait for a pooled connection.
+            # A stream's reads are timed by the relay (`RelayedStream`), its first event by first_byte.
+            timeout = self._timeouts[(backend.name, call.stream)] = aiohttp.ClientTimeout(
+                total=None,
+                sock_connect=backend.connect_timeout,
+                sock_read=None if call.stream else backend.read_timeout,
+            )
         started = time.perf_counter()
         with mapped():
             async with asyncio.timeout(backend.first_byte_timeout):
                 response = await session.request(
                     call.method,
                     url,
-                    params=call.params if call.params is not None else {"api-version": call.api_version},
+                    params=call.params,
                     data=body or None,
                     headers=headers,
                     timeout=timeout,
@@ -434,7 +545,7 @@ class Proxy:
             raise AttemptFailed(str(status), retry_after, status, body=body, headers=kept)
         out_headers = {k: v for k in RETURN_RESPONSE_HEADERS if (v := response.headers.get(k))}
         if call.stream and status == 200:
-            stream = await self._open_stream(response, call, backend.first_byte_timeout, backend.name)
+            stream = await self._open_stream(response, call, backend, release)
             return _Answer(status, out_headers, stream=stream, backend_seconds=time.perf_counter() - started)
         try:
             with mapped(reading=True):
@@ -447,8 +558,8 @@ class Proxy:
         self,
         response: aiohttp.ClientResponse,
         call: BackendCall,
-        first_byte_timeout: float,
-        backend: str,
+        backend: BackendConfig,
+        release: Callable[[], None],
     ) -> RelayedStream:
         relay: SseRelay | PassThrough = (
             PassThrough()
@@ -459,7 +570,7 @@ class Proxy:
         chunks = response.content.iter_any()
         try:
             with mapped(reading=True):
-                async with asyncio.timeout(first_byte_timeout):
+                async with asyncio.timeout(backend.first_byte_timeout):
                     while not first:
                         chunk = await anext(chunks, None)
                         if chunk is None:
@@ -471,7 +582,9 @@ class Proxy:
         if not first:
             response.close()
             raise AttemptFailed("empty_stream")
-        return RelayedStream(response, chunks, relay, first, backend)
+        return RelayedStream(
+            response, chunks, relay, first, backend.name, release=release, read_timeout=backend.read_timeout
+        )
 
 
 def _missing(answer: _Answer) -> bool:

@@ -1,15 +1,22 @@
 """Server-sent events as they pass through: split into events, read the usage, drop the usage chunk we asked for.
 
-Bytes are forwarded event by event as they arrive; only an event that
-carries a usage object is parsed as JSON, so the relay costs little more
-than a `find` per chunk. Two dialects: chat and legacy completions end with
-`data: [DONE]` and carry `usage` at the top of a chunk; the Responses API
-sends typed events (`event: response.output_text.delta`) and ends with
-`response.completed` (or `.failed` / `.incomplete`), whose `response.usage`
-is the one read (`input_tokens`, `output_tokens` and their details). Its
-first event, `response.created`, names the stored response's id, which the
-gateway pins to the backend (`shared.affinity`). `PassThrough` relays
-bytes that are not events at all (speech audio, file contents) unchanged.
+Bytes are forwarded as whole events as they arrive. A read that holds only
+ordinary events (no usage object, no `[DONE]`, no CR) is passed on as it is
+after a few byte scans (`rfind`, `count`, `in`), without splitting it into
+events or decoding anything; only a read that may carry the usage or the end
+goes event by event, and only an event with a usage object is parsed as JSON.
+The counts kept on the way (`content_events`) are what metering charges for
+a stream cut before its usage arrived.
+
+Two dialects: chat and legacy completions end with `data: [DONE]` and carry
+`usage` at the top of a chunk; the Responses API sends typed events
+(`event: response.output_text.delta`) and ends with `response.completed` (or
+`.failed` / `.incomplete`), whose `response.usage` is the one read
+(`input_tokens`, `output_tokens` and their details). Its first event,
+`response.created`, names the stored response's id, which the gateway pins
+to the backend (`shared.affinity`); typed streams always go event by event.
+`PassThrough` relays bytes that are not events at all (speech audio, file
+contents) unchanged.
 """
 
 from __future__ import annotations
@@ -40,6 +47,12 @@ def _data(event: bytes) -> bytes:
     return b"\n".join(lines)
 
 
+def _content_events(events: bytes) -> int:
+    """Events that carry generated text (one choice per event): the compact form first, as Azure sends it."""
+    # A legacy completion's chunk carries `text`, a chat chunk `content`.
+    return events.count(b'"content":"') or events.count(b'"content": "') or events.count(b'"text":"')
+
+
 class SseRelay:
     """Feed upstream bytes; get back whole events to forward, and the usage once seen."""
 
@@ -49,7 +62,6 @@ class SseRelay:
         self._buffer = b""
         self.usage: Usage | None = None
         self.done = False
-        self.events = 0
         self.content_events = 0  # events carrying generated text: about one token each
         self.object_id: str | None = None  # a Responses stream's response id, from `response.created`
 
@@ -58,7 +70,25 @@ class SseRelay:
 
     def feed(self, chunk: bytes) -> bytes:
         """Complete events from this chunk (and any held-over partial event), ready to send."""
-        self._buffer += chunk
+        if self._buffer:
+            chunk = self._buffer + chunk
+        if self.typed or b"\r" in chunk:  # typed events (their id and end matter) or CRLF: the careful path
+            self._buffer = chunk
+            return self._split()
+        end = chunk.rfind(b"\n\n") + 2
+        if end == 1:  # no event ends in what we have yet
+            self._buffer = chunk
+            return b""
+        whole = chunk[:end] if end < len(chunk) else chunk
+        if b"[DONE]" in whole or whole.count(b'"usage"') != whole.count(b'"usage":null'):
+            self._buffer = chunk  # the usage or the end may be here: event by event
+            return self._split()
+        self._buffer = chunk[end:]
+        # The common case: ordinary events, passed on untouched.
+        self.content_events += _content_events(whole)
+        return whole
+
+    def _split(self) -> bytes:
         out: list[bytes] = []
         while True:
             cut, sep_len = self._next_boundary()
@@ -79,14 +109,12 @@ class SseRelay:
         return best, length
 
     def _keep(self, event: bytes) -> bool:
-        self.events += 1
         if self.typed:
             return self._typed(event)
         if b"[DONE]" in event and _data(event) == b"[DONE]":
             self.done = True
             return True
-        if b'"content":"' in event or b'"content": "' in event or b'"text":"' in event:
-            self.content_events += 1
+        self.content_events += _content_events(event)
         at = event.find(b'"usage"')
         if at < 0:
             return True

@@ -793,6 +793,27 @@ def test_sample_settings_pass_the_gateways_parsers() -> None:
     Schedule.parse(settings.probe_schedule)
 
 
+def test_http_concurrency_per_instance_is_set_from_a_parameter_wired_through_main() -> None:
+    # Unset, Flex Consumption allows a Python app one HTTP request per instance at a time.
+    api = bicep("app/api.bicep")
+    scale = body(api["resources"]["site"])["properties"]["functionAppConfig"]["scaleAndConcurrency"]
+    assert scale["triggers"]["http"]["perInstanceConcurrency"] == "httpPerInstanceConcurrency"
+    assert scale["maximumInstanceCount"] == "maximumInstanceCount"
+    assert scale["instanceMemoryMB"] == "instanceMemoryMB"
+    main = bicep("main.bicep")
+    module = body(main["modules"]["api"])["params"]
+    given = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    for name in ("httpPerInstanceConcurrency", "maximumInstanceCount", "instanceMemoryMB"):
+        assert module[name] == name
+        assert name in given
+        assert main["parameters"][name]["default"] == api["parameters"][name]["default"]
+        assert f"={main['parameters'][name]['default']}}}" in given[name]["value"]  # azd's default is the Bicep's
+    concurrency = main["parameters"]["httpPerInstanceConcurrency"]["default"]
+    assert 16 <= concurrency <= 1000
+    # The gateway's own slots per backend must not be what limits an instance the platform sends this many to.
+    assert int(BY_NAME["GATEWAY_MAX_CONNECTIONS_PER_BACKEND"].default or 0) >= concurrency
+
+
 def test_entra_parameters_become_settings_the_gateway_parses() -> None:
     tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47"
     off = load_settings(deployed_settings())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from shared.models import Usage
 from shared.sse import PassThrough, SseRelay, error_event
 
@@ -87,4 +89,49 @@ def test_bytes_pass_through_unchanged_and_are_complete_when_they_end() -> None:
     assert relay.feed(b"RIFF\x00\x01\n\n") == b"RIFF\x00\x01\n\n"
     assert not relay.done
     relay.end()
+
+
+def _split_everywhere(relay: SseRelay, data: bytes, step: int) -> bytes:
+    return b"".join(relay.feed(data[i : i + step]) for i in range(0, len(data), step))
+
+
+# As Azure OpenAI and the simulator send it: compact JSON, "usage":null on every chunk but the last.
+COMPACT = (
+    b"data: "
+    + json.dumps({"choices": [{"delta": {"content": "hi"}}], "usage": None}, separators=(",", ":")).encode()
+    + b"\n\n"
+)
+
+
+@pytest.mark.parametrize("chunk", [CHUNK, COMPACT], ids=["spaced", "compact"])
+def test_every_way_of_cutting_a_stream_into_reads_gives_the_same_events_usage_and_counts(chunk: bytes) -> None:
+    stream = chunk * 5 + USAGE + b"data: [DONE]\n\n"
+    for strip in (True, False):
+        expected = chunk * 5 + (b"" if strip else USAGE) + b"data: [DONE]\n\n"
+        for step in (1, 7, 50, len(chunk), len(chunk) + 3, len(chunk) * 2, len(stream)):
+            relay = SseRelay(strip_usage_chunk=strip)
+            assert _split_everywhere(relay, stream, step) == expected, (strip, step)
+            assert relay.usage == Usage(7, 3)
+            assert relay.done
+            assert relay.content_events == 5
+            assert relay.leftover() == b""
+
+
+def test_a_stream_cut_before_its_usage_counts_the_content_events_sent() -> None:
+    relay = SseRelay(strip_usage_chunk=True)
+    assert relay.feed(COMPACT * 3 + COMPACT[:20]) == COMPACT * 3
+    assert (relay.usage, relay.done, relay.content_events) == (None, False, 3)
+    assert relay.leftover() == COMPACT[:20]
+
+
+def test_a_usage_object_with_spaces_or_crlf_framing_is_still_read_and_stripped() -> None:
+    spaced = b'data: {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 1}}\n\n'
+    relay = SseRelay(strip_usage_chunk=True)
+    assert relay.feed(CHUNK + spaced + b"data: [DONE]\n\n") == CHUNK + b"data: [DONE]\n\n"
+    assert relay.usage == Usage(2, 1)
+    crlf = CHUNK.replace(b"\n\n", b"\r\n\r\n")
+    relay = SseRelay(strip_usage_chunk=True)
+    usage = USAGE.replace(b"\n\n", b"\r\n\r\n")
+    assert _split_everywhere(relay, crlf + usage + b"data: [DONE]\r\n\r\n", 9) == crlf + b"data: [DONE]\r\n\r\n"
+    assert relay.usage == Usage(7, 3)
     assert relay.done

@@ -16,6 +16,10 @@ param appSettings object
 param maximumInstanceCount int = 40
 @allowed([512, 2048, 4096])
 param instanceMemoryMB int = 2048
+@description('Concurrent HTTP requests (mostly streams) one instance is given; the README\'s capacity section says how it was measured.')
+@minValue(1)
+@maxValue(1000)
+param httpPerInstanceConcurrency int = 200
 @description('Enabled: callers reach the gateway over the internet. Disabled: only through its private endpoint, from the virtual network. Private unless main.bicep says otherwise.')
 @allowed(['Enabled', 'Disabled'])
 param publicNetworkAccess string = 'Disabled'
@@ -93,6 +97,13 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       scaleAndConcurrency: {
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: instanceMemoryMB
+        // Unset, Flex Consumption gives a Python app one request at a time per instance: every
+        // open stream would hold an instance of its own.
+        triggers: {
+          http: {
+            perInstanceConcurrency: httpPerInstanceConcurrency
+          }
+        }
       }
       runtime: {
         name: 'python'

@@ -90,7 +90,7 @@ REQUESTS = MetricSpec(
     "counter",
     "{request}",
     "Requests by outcome: success, cache_hit, client_error, unauthorized, throttled, quota_exceeded, backend_error, "
-    "content_filtered.",
+    "content_filtered, overloaded (shed by the gateway itself).",
     (OUTCOME, STATUS, *_CALLER, *_WHERE),
 )
 ATTEMPTS = MetricSpec(
