@@ -12,8 +12,8 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
+from shared.backendconfig import BackendAuth
 from shared.clock import Clock
-from shared.config import BackendAuth
 from shared.errors import NoBackendAvailable
 
 if TYPE_CHECKING:

@@ -26,7 +26,7 @@ import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from shared.config import BreakerPolicy
+from shared.backendconfig import BreakerPolicy
 from shared.errors import AttemptFailed
 
 # Error codes and types that say the request, not the service, is at fault, whatever the status code.

@@ -33,8 +33,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import partial
 
+from shared.backendconfig import BreakerPolicy
 from shared.clock import Clock
-from shared.config import BreakerPolicy
 from shared.errors import StoreUnavailable
 from shared.stores.protocols import BreakerStore
 

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     from shared.cache.stage import Cache
     from shared.contentsafety.stage import ContentSafety
-    from shared.proxy import RelayedStream
+    from shared.relay import RelayedStream
 
 log = logging.getLogger("gateway")
 

@@ -47,7 +47,8 @@ from shared.meter import SentContent, prompt_of
 from shared.models import DEFAULT_API_VERSION, Caller, GatewayRequest, GatewayResponse, Operation, Usage
 from shared.outcomes import Outcome, RequestRecord
 from shared.promptlog.transcript import StreamTranscript
-from shared.proxy import Attempt, BackendCall, Exhausted, ProxyResult, RelayedStream
+from shared.proxy import Attempt, BackendCall, Exhausted, ProxyResult
+from shared.relay import RelayedStream
 from shared.routing import ACCOUNT
 from shared.surface import FILES_AND_BATCHES, FORWARD_QUERY, LISTS, METERED, Body, Relay, Route
 

@@ -20,7 +20,7 @@ from shared.models import DEFAULT_API_VERSION
 from shared.upstream import deployment_url, mapped, request_headers
 
 if TYPE_CHECKING:
-    from shared.config import BackendConfig
+    from shared.backendconfig import BackendConfig
     from shared.gateway import Gateway
 
 log = logging.getLogger("gateway.probe")

@@ -18,9 +18,9 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from shared.backendconfig import BackendConfig
 from shared.breaker import BreakerBoard
 from shared.clock import Clock
-from shared.config import BackendConfig
 
 # Not a possible deployment name (those start with a letter or digit), so it never meets a configured one.
 ACCOUNT = "_account"

@@ -12,9 +12,10 @@ from openai import OpenAI
 
 from shared.affinity import Affinity, place
 from shared.api import ApiCall
+from shared.backendconfig import BreakerPolicy
 from shared.breaker import BreakerBoard
 from shared.clock import ManualClock
-from shared.config import BreakerPolicy, load_settings
+from shared.config import load_settings
 from shared.errors import AffinityUnavailable, BadRequest, NotFound
 from shared.gateway import Gateway
 from shared.models import Caller, GatewayRequest, Limits, Operation

@@ -10,8 +10,8 @@ from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError
 
 from shared.backendauth import COGNITIVE_SERVICES_SCOPE, ApiKeyCredential, ManagedIdentityCredential, credentials_for
+from shared.backendconfig import BackendAuth
 from shared.clock import ManualClock
-from shared.config import BackendAuth
 from shared.errors import NoBackendAvailable
 
 

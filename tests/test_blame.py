@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from shared.backendconfig import BreakerPolicy
 from shared.blame import Attribution, Blame, Failure, blame, caller_reason
-from shared.config import BreakerPolicy
 from shared.errors import AttemptFailed
 
 POLICY = BreakerPolicy()

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from shared.backendconfig import BreakerPolicy
 from shared.breaker import (
     BreakerBoard,
     BreakerState,
@@ -19,7 +20,6 @@ from shared.breaker import (
     window_totals,
 )
 from shared.clock import ManualClock
-from shared.config import BreakerPolicy
 from shared.errors import StoreUnavailable
 from shared.stores.embedded import EmbeddedBreakerStore
 

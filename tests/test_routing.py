@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
+from shared.backendconfig import BackendAuth, BackendConfig, BreakerPolicy
 from shared.breaker import BreakerBoard
 from shared.clock import ManualClock
-from shared.config import BackendAuth, BackendConfig, BreakerPolicy
 from shared.routing import Candidate, Router, Unavailable, parse_retry_after
 from shared.stores.embedded import EmbeddedBreakerStore
 

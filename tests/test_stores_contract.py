@@ -15,9 +15,10 @@ from dataclasses import replace
 import pytest
 
 from shared.auth import hash_key
+from shared.backendconfig import BreakerPolicy
 from shared.breaker import BreakerBoard, Status, window_totals
 from shared.clock import ManualClock
-from shared.config import BreakerPolicy, load_settings
+from shared.config import load_settings
 from shared.errors import BadRequest
 from shared.models import (
     AuthMode,
