@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from shared import jsonbody
 from shared.api import ApiCall
 from shared.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge
 from shared.models import DEFAULT_API_VERSION, GatewayRequest, Operation
@@ -251,7 +252,9 @@ def parse(request: GatewayRequest, route: Route, max_body: int) -> ApiCall:
     body: dict[str, Any] = {}
     model: object = None
     if spec.body is Body.JSON:
-        body = _load_object(request.body)
+        # The same parse as chat and embeddings: deep nesting, lone surrogates and NaN are a 400 here, never a
+        # RecursionError (500) or a body a backend answers with a 500 its breaker would count.
+        body = jsonbody.load_object(request.body)
         model = body.get("model")
     elif spec.body is Body.MULTIPART:
         content_type = request.headers.get("content-type", "")
@@ -269,16 +272,6 @@ def parse(request: GatewayRequest, route: Route, max_body: int) -> ApiCall:
         raise BadRequest("Invalid api-version.", param="api-version")
     _check(spec.operation, body)
     return ApiCall(spec.operation, deployment or "", body, api_version)
-
-
-def _load_object(raw: bytes) -> dict[str, Any]:
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise BadRequest("The request body must be a JSON object.", code="invalid_json")
-    return body
 
 
 def _check(operation: Operation, body: dict[str, Any]) -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from shared.config import load_settings
-from shared.errors import MethodNotAllowed, NotFound
+from shared.errors import BadRequest, MethodNotAllowed, NotFound
 from shared.models import GatewayRequest, Operation
-from shared.surface import form_field, limit_for, route, with_model
+from shared.surface import form_field, limit_for, parse, route, with_model
 
 SETTINGS = load_settings(
     {"GATEWAY_BACKENDS": '[{"name": "b", "endpoint": "http://127.0.0.1:9", "deployments": ["d"]}]'}
@@ -85,3 +85,29 @@ def test_uploads_have_their_own_body_limits_and_json_the_configured_one() -> Non
 
 def test_the_backends_deployment_name_replaces_model() -> None:
     assert with_model(b'{"model":"gw","input":"x"}', "real") == b'{"model":"real","input":"x"}'
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/completions",
+        "/openai/deployments/d/images/generations",
+        "/v1/audio/speech",
+        "/openai/v1/responses",
+        "/openai/batches",
+    ],
+)
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"model": "d", "prompt": ' + b"[" * 5_000 + b"]" * 5_000 + b"}",  # once a RecursionError: 500
+        b'{"model": "d", "prompt": "\\ud800", "input": "\\ud800", "input_file_id": "\\udfff"}',
+        b'{"model": "d", "prompt": "hi", "input": "hi", "input_file_id": "f", "n": NaN}',
+    ],
+    ids=["deep", "lone-surrogate", "nan"],
+)
+def test_every_json_body_is_refused_with_400_when_nested_too_deep_unencodable_or_nan(path: str, body: bytes) -> None:
+    request = GatewayRequest("POST", path, {}, {}, body, "r")
+    with pytest.raises(BadRequest) as refused:
+        parse(request, route(request), 1 << 20)
+    assert refused.value.code == "invalid_json"
