@@ -10,6 +10,7 @@ import base64
 import io
 import json
 import struct
+import urllib.error
 import urllib.request
 import wave
 from collections.abc import Iterator
@@ -424,6 +425,28 @@ def test_uploads_larger_than_the_limit_are_refused_with_413(v1: OpenAI) -> None:
     with pytest.raises(openai.APIStatusError) as refused:
         v1.files.create(file=("big.jsonl", b"x" * (65 * 1024)), purpose="batch")
     assert refused.value.status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data", b"--B\r\n"),  # no boundary: once a ValueError, a 500
+        (
+            "multipart/form-data; boundary=B",
+            b'--B\r\nContent-Disposition: form-data; name="\x10"\r\n\r\nx\r\n--B--\r\n',
+        ),
+    ],
+    ids=["no-boundary", "control-character-in-a-part-header"],
+)
+def test_a_multipart_body_that_cannot_be_parsed_is_a_400_as_the_service_answers(
+    sim: SimulatorThread, content_type: str, body: bytes
+) -> None:
+    request = urllib.request.Request(
+        f"{sim.url}/openai/v1/files", data=body, method="POST", headers={"content-type": content_type}
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 400
 
 
 # --- images and audio ---
