@@ -574,3 +574,18 @@ def test_a_multipart_body_no_backend_can_read_is_400_and_never_forwarded(
     )
     assert (status, answer["error"]["param"]) == (400, "image")
     assert paths(a) == paths(b) == []
+
+
+def test_a_list_every_backend_refuses_is_their_4xx_not_a_503(
+    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+) -> None:
+    # Found by the fuzzer: `GET /v1/batches?api-version=2024-10-21` (a version the v1 routes refuse) was refused
+    # 400 by every backend, and the caller was told 503 "retry later", with Retry-After.
+    gw = start([backend("a", sims("a").url), backend("b", sims("b").url)])
+    for path in ("/v1/batches?api-version=2024-10-21", "/openai/v1/files?api-version=2024-10-21"):
+        status, headers, answer = raw(gw, path)
+        assert status == 400, (path, answer)
+        assert answer["error"]["param"] == "api-version"
+        assert "retry-after" not in headers
+    status, _, answer = raw(gw, "/v1/batches")
+    assert (status, answer["object"]) == (200, "list")
