@@ -449,6 +449,28 @@ def test_a_multipart_body_that_cannot_be_parsed_is_a_400_as_the_service_answers(
     assert refused.value.code == 400
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("batches", {"input_file_id": "file-1", "endpoint": [1], "completion_window": "24h"}),
+        ("images/generations", {"model": "dall-e-3", "prompt": "fox", "response_format": ["url"]}),
+        ("audio/speech", {"model": "tts", "input": "hi", "voice": "alloy", "response_format": {"a": 1}}),
+        ("responses", {"model": CHAT, "input": "hi", "reasoning": {"effort": ["low"]}}),
+    ],
+)
+def test_a_field_of_the_wrong_type_is_a_400_never_a_500(sim: SimulatorThread, path: str, body: object) -> None:
+    # Found by the gateway's fuzzer: a list where a name was expected was looked up in a set (TypeError, 500).
+    request = urllib.request.Request(
+        f"{sim.url}/openai/v1/{path}",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"content-type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 400
+
+
 # --- images and audio ---
 
 
