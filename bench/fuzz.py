@@ -883,6 +883,11 @@ def main(argv: list[str] | None = None) -> None:
         f"in {time.monotonic() - started:.0f} s"
     )
     print("statuses: " + ", ".join(f"{status}: {n}" for status, n in sorted(report.statuses.items())))
+    per_operation: dict[str, Counter[int]] = {}
+    for (operation, status), n in report.by_operation.items():
+        per_operation.setdefault(operation, Counter())[status] += n
+    for operation, statuses in sorted(per_operation.items()):
+        print(f"  {operation}: " + ", ".join(f"{status}: {n}" for status, n in sorted(statuses.items())))
     print(f"5xx: {report.server_errors} (documented 502/503/504 included; target 0)")
     print(f"reservations left open: {left}")
     print(f"broken rules: {len(report.problems)}")
