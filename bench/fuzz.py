@@ -33,11 +33,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import seed as fixed_seed
 from hypothesis import strategies as st
 
+from shared.errors import MethodNotAllowed, NotFound
+from shared.models import GatewayRequest, Operation
+from shared.surface import Body, Relay, Spec, route
 from simulator import SimulatorConfig, SimulatorThread
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,6 +58,7 @@ class Target:
     port: int
     caller_key: str  # a subscription with limits, never changed by the admin calls the fuzzer makes
     victim_id: str  # a subscription the fuzzer may patch, regenerate and delete
+    object_ids: tuple[str, ...]  # a stored response, a file and a batch the caller made, for paths to name
     operations: tuple[tuple[str, str], ...]  # (method, path template), from /openapi.json
 
     @property
@@ -67,10 +72,17 @@ class FuzzRequest:
     path: str
     headers: dict[str, str]
     body: bytes | None
+    declared: int | None = None  # a Content-Length above every limit, sent with a short body on a fresh connection
 
     def short(self) -> str:
         body = (self.body or b"")[:160]
-        return f"{self.method} {self.path[:160]} headers={sorted(self.headers)} body={body!r}"
+        size = f" ({len(self.body)} bytes)" if self.body and len(self.body) > 160 else ""
+        declared = f" declared={self.declared}" if self.declared is not None else ""
+        media = self.headers.get("content-type", "")[:80]
+        return (
+            f"{self.method} {self.path[:160]} headers={sorted(self.headers)} content-type={media!r}"
+            f"{declared} body={body!r}{size}"
+        )
 
 
 @dataclass(slots=True)
@@ -85,6 +97,7 @@ class Report:
     requests: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
+    by_operation: Counter[tuple[str, int]] = field(default_factory=Counter)  # (operation, status) of forwarded ones
 
     @property
     def server_errors(self) -> int:
@@ -152,6 +165,222 @@ _subscription_fields = st.fixed_dictionaries(
     },
 )
 
+_deployment = st.one_of(st.sampled_from(DEPLOYMENTS), st.text(max_size=30), _json_values)
+_completions = st.fixed_dictionaries(
+    {"prompt": st.one_of(st.text(max_size=40), st.lists(st.text(max_size=10), max_size=3), _json_values)},
+    optional={
+        "model": _deployment,
+        "stream": st.one_of(st.booleans(), _json_values),
+        "stream_options": st.one_of(st.just({"include_usage": True}), _json_values),
+        "max_tokens": st.one_of(st.integers(min_value=-5, max_value=40), _json_values),
+        "n": st.one_of(st.integers(min_value=-1, max_value=3), _json_values),
+    },
+)
+_image_generations = st.fixed_dictionaries(
+    {"prompt": st.one_of(st.text(min_size=1, max_size=40), _json_values)},
+    optional={
+        "model": _deployment,
+        "n": st.one_of(st.integers(min_value=-1, max_value=3), _json_values),
+        "size": st.one_of(st.sampled_from(["1024x1024", "256x256", "x"]), _json_values),
+        "response_format": st.one_of(st.sampled_from(["url", "b64_json", "gif"]), _json_values),
+    },
+)
+_speech = st.fixed_dictionaries(
+    {"input": st.one_of(st.text(min_size=1, max_size=60), _json_values)},
+    optional={
+        "model": _deployment,
+        "voice": st.one_of(st.sampled_from(["alloy", "nova", ""]), _json_values),
+        "response_format": st.one_of(st.sampled_from(["mp3", "wav", "pcm", "opus", "midi"]), _json_values),
+        "speed": _json_values,
+    },
+)
+_response_input = st.one_of(
+    st.text(max_size=40),
+    st.just([{"role": "user", "content": "hi"}]),
+    st.lists(
+        st.fixed_dictionaries(
+            {}, optional={"role": st.sampled_from(["user", "system"]), "content": _json_values, "type": _json_values}
+        ),
+        max_size=3,
+    ),
+    _json_values,
+)
+
+
+def _responses_create(ids: st.SearchStrategy[str]) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries(
+        {},
+        optional={
+            "input": _response_input,
+            "model": _deployment,
+            "stream": st.one_of(st.booleans(), _json_values),
+            "store": st.one_of(st.booleans(), _json_values),
+            "background": st.one_of(st.booleans(), _json_values),
+            "previous_response_id": st.one_of(ids, _json_values),
+            "max_output_tokens": st.one_of(st.integers(min_value=-5, max_value=40), _json_values),
+            "instructions": _json_values,
+        },
+    )
+
+
+def _batches_create(ids: st.SearchStrategy[str]) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries(
+        {},
+        optional={
+            "input_file_id": st.one_of(ids, _json_values),
+            "endpoint": st.one_of(st.just("/chat/completions"), _json_values),
+            "completion_window": st.one_of(st.just("24h"), _json_values),
+        },
+    )
+
+
+# Bodies a backend accepts, so every operation is also seen succeeding (streams, bytes, stored objects).
+_model = st.sampled_from(DEPLOYMENTS)
+_words = st.text(st.characters(codec="ascii", categories=["L", "N", "Zs"]), min_size=1, max_size=30)
+
+
+def _valid_bodies(ids: st.SearchStrategy[str]) -> dict[Operation, st.SearchStrategy[dict[str, Any]]]:
+    stream = {"stream": st.booleans()}
+    return {
+        Operation.CHAT: st.fixed_dictionaries(
+            {"model": _model, "messages": _words.map(lambda w: [{"role": "user", "content": w}])},
+            optional={**stream, "max_tokens": st.integers(1, 20)},
+        ),
+        Operation.EMBEDDINGS: st.fixed_dictionaries({"model": _model, "input": _words}),
+        Operation.COMPLETIONS: st.fixed_dictionaries(
+            {"model": _model, "prompt": _words}, optional={**stream, "max_tokens": st.integers(1, 20)}
+        ),
+        Operation.IMAGE_GENERATIONS: st.fixed_dictionaries(
+            {"model": _model, "prompt": _words}, optional={"response_format": st.sampled_from(["url", "b64_json"])}
+        ),
+        Operation.SPEECH: st.fixed_dictionaries(
+            {"model": _model, "input": _words, "voice": st.just("alloy")},
+            optional={"response_format": st.sampled_from(["mp3", "wav", "pcm"])},
+        ),
+        Operation.RESPONSES_CREATE: st.fixed_dictionaries(
+            {"model": _model, "input": _words},
+            optional={**stream, "store": st.booleans(), "background": st.booleans(), "previous_response_id": ids},
+        ),
+        Operation.BATCHES_CREATE: st.fixed_dictionaries(
+            {"input_file_id": ids, "endpoint": st.just("/chat/completions"), "completion_window": st.just("24h")}
+        ),
+    }
+
+
+# --- multipart uploads ---------------------------------------------------------------------------
+
+KIB = 1024
+MIB = 1024 * KIB
+# Above every body limit the gateway has (files: 512 MiB): declared, never sent.
+_OVER_EVERY_LIMIT = (512 * MIB + 1, 10**12)
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    name: str
+    value: bytes
+    filename: str | None = None
+
+
+def _encode_form(parts: list[Part], boundary: bytes) -> bytes:
+    out: list[bytes] = []
+    for part in parts:
+        disposition = f'form-data; name="{part.name}"'
+        if part.filename is not None:
+            disposition += f'; filename="{part.filename}"'
+        head = b"Content-Disposition: " + disposition.encode("utf-8", "surrogatepass")
+        if part.filename is not None:
+            head += b"\r\nContent-Type: application/octet-stream"
+        out.append(b"--" + boundary + b"\r\n" + head + b"\r\n\r\n" + part.value + b"\r\n")
+    return b"".join(out) + b"--" + boundary + b"--\r\n"
+
+
+# What the file part holds: a few bytes, a JSONL batch line, or (rarely) a large upload that is within the
+# operation's own limit yet above the 4 MiB of a JSON body.
+_file_bytes = st.one_of(
+    st.binary(max_size=200),
+    st.binary(max_size=200),
+    st.just(
+        b'{"custom_id": "1", "method": "POST", "url": "/chat/completions", '
+        b'"body": {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}}\n'
+    ),
+    st.sampled_from([64 * KIB, 4 * MIB + 1]).map(lambda n: b"\0" * n),
+)
+_text_field = st.one_of(st.text(max_size=20), st.sampled_from(["", "\u00e9\u6f22", 'a"b', "a\r\n\r\nb"]))
+_FORM_FIELDS: dict[str, dict[str, st.SearchStrategy[str]]] = {
+    "files": {"purpose": st.one_of(st.sampled_from(["batch", "assistants", "fine-tune", "nope"]), _text_field)},
+    "audio/transcriptions": {
+        "response_format": st.one_of(st.sampled_from(["json", "text", "srt", "vtt", "verbose_json"]), _text_field),
+        "language": _text_field,
+    },
+    "images/edits": {"prompt": _text_field, "n": st.one_of(st.sampled_from(["1", "2", "0", "-1"]), _text_field)},
+}
+_FORM_FIELDS["audio/translations"] = _FORM_FIELDS["audio/transcriptions"]
+_VALID_FORM_FIELDS: dict[str, dict[str, st.SearchStrategy[str]]] = {
+    "files": {"purpose": st.just("batch")},
+    "audio/transcriptions": {"response_format": st.sampled_from(["json", "text", "srt", "vtt", "verbose_json"])},
+    "audio/translations": {"response_format": st.sampled_from(["json", "text", "verbose_json"])},
+    "images/edits": {"prompt": _words, "n": st.just("1")},
+}
+_FILE_PART = {"files": "file", "audio/transcriptions": "file", "audio/translations": "file", "images/edits": "image"}
+
+
+def _multipart(operation: str) -> st.SearchStrategy[tuple[bytes, str]]:
+    """A multipart body and its Content-Type: valid, or with a broken boundary, a missing part, a cut body."""
+    fields = {"model": st.one_of(st.sampled_from(DEPLOYMENTS), _text_field), **_FORM_FIELDS[operation]}
+    file_name = _FILE_PART[operation]
+    file_part = st.builds(
+        lambda data, filename: Part(file_name, data, filename),
+        _file_bytes,
+        st.one_of(st.sampled_from(["a.wav", "batch.jsonl", "image.png"]), st.text(max_size=20)),
+    )
+    text_parts = st.fixed_dictionaries({}, optional=fields).map(
+        lambda chosen: [Part(name, value.encode("utf-8", "surrogatepass")) for name, value in chosen.items()]
+    )
+    parts = st.builds(
+        lambda texts, files, stray: texts + files + stray,
+        text_parts,
+        st.one_of(st.lists(file_part, min_size=1, max_size=2), st.just([])),  # [] : the file part is missing
+        st.lists(st.builds(Part, st.text(max_size=8), st.binary(max_size=20)), max_size=1),
+    )
+    boundary = st.one_of(
+        st.just("fuzzboundary0123456789"),
+        st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789'()+_,-./:=?", min_size=1, max_size=70),
+    )
+
+    def assemble(chosen: list[Part], bound: str, breakage: str, cut: int) -> tuple[bytes, str]:
+        body = _encode_form(chosen, bound.encode())
+        media = f"multipart/form-data; boundary={bound}"
+        if breakage == "other boundary":
+            media = "multipart/form-data; boundary=not-the-one-used"
+        elif breakage == "no boundary":
+            media = "multipart/form-data"
+        elif breakage == "quoted boundary":
+            media = f'multipart/form-data; boundary="{bound}"'
+        elif breakage == "cut":
+            body = body[: cut % (len(body) + 1)]
+        elif breakage == "no closing delimiter":
+            body = body.removesuffix(b"--" + bound.encode() + b"--\r\n")
+        elif breakage == "not multipart":
+            media = "application/json"
+        return body, media
+
+    breakages = st.sampled_from(
+        (
+            *("none",),
+            *("other boundary", "no boundary", "quoted boundary", "cut", "no closing delimiter", "not multipart"),
+        )
+    )
+    hostile = st.builds(assemble, parts, boundary, breakages, st.integers(min_value=0, max_value=10**6))
+    valid_fields = {"model": st.sampled_from(DEPLOYMENTS), **_VALID_FORM_FIELDS[operation]}
+    valid_parts = st.builds(
+        lambda texts, data: [*texts, Part(file_name, data, "upload.bin")],
+        st.fixed_dictionaries(valid_fields).map(lambda chosen: [Part(k, v.encode()) for k, v in chosen.items()]),
+        _file_bytes.filter(bool),
+    )
+    valid = st.builds(assemble, valid_parts, boundary, st.just("none"), st.just(0))
+    return st.one_of(valid, hostile)
+
 
 def _hostile_bytes() -> st.SearchStrategy[bytes]:
     deep = st.integers(min_value=60, max_value=20_000).map(lambda n: b'{"messages": ' + b"[" * n + b"]" * n + b"}")
@@ -181,17 +410,42 @@ _bodies = st.one_of(
 )
 
 
-def _body_for(path: str) -> st.SearchStrategy[bytes | None]:
+def _spec_of(method: str, template: str) -> Spec | None:
+    """The forwarded operation a described route names, or None for the gateway's own routes."""
+    concrete = re.sub(r"\{(\w+)\}", "x1", template)
+    try:
+        return route(GatewayRequest(method.upper(), concrete, {}, {}, b"", "")).spec
+    except (NotFound, MethodNotAllowed):
+        return None
+
+
+Payload = tuple[bytes | None, str | None]  # a body and the Content-Type it needs (None: the headers' own)
+
+
+def _body_for(method: str, template: str, ids: st.SearchStrategy[str]) -> st.SearchStrategy[Payload]:
     """Mostly the shape the route reads (so requests get past the first check), else anything."""
-    if path.endswith("chat/completions"):
-        fitting = _chat.map(_dump)
-    elif path.endswith("embeddings"):
-        fitting = _embeddings.map(_dump)
-    elif path.startswith("/gateway/admin/subscriptions"):
+    anything = _bodies.map(lambda body: (body, None))
+    spec = _spec_of(method, template)
+    if spec is not None and spec.body is Body.MULTIPART:
+        upload = spec.path.removesuffix("/").split("/{")[0]
+        return st.one_of(_multipart(upload), _multipart(upload), _multipart(upload), anything)
+    valid = _valid_bodies(ids)
+    fitting_by_operation: dict[Operation, st.SearchStrategy[Any]] = {
+        Operation.CHAT: _chat,
+        Operation.EMBEDDINGS: _embeddings,
+        Operation.COMPLETIONS: _completions,
+        Operation.IMAGE_GENERATIONS: _image_generations,
+        Operation.SPEECH: _speech,
+        Operation.RESPONSES_CREATE: _responses_create(ids),
+        Operation.BATCHES_CREATE: _batches_create(ids),
+    }
+    if spec is not None and spec.operation in fitting_by_operation:
+        fitting = st.one_of(valid[spec.operation], fitting_by_operation[spec.operation]).map(_dump)
+    elif template.startswith("/gateway/admin/subscriptions"):
         fitting = _subscription_fields.map(_dump)
     else:
-        return _bodies
-    return st.one_of(fitting, fitting, fitting, _bodies)
+        return anything
+    return st.one_of(fitting, fitting, fitting, _bodies).map(lambda body: (body, None))
 
 
 _times = st.one_of(
@@ -209,6 +463,10 @@ _query_values = {
     "at": _times,
     "hours": st.one_of(st.integers(min_value=-5, max_value=10**6).map(str), st.text(max_size=10)),
     "limit": st.one_of(st.integers(min_value=-5, max_value=10**20).map(str), st.text(max_size=10)),
+    "after": st.one_of(st.sampled_from(["file-missing", "resp_missing", ""]), st.text(max_size=30)),
+    "order": st.one_of(st.sampled_from(["asc", "desc"]), st.text(max_size=10)),
+    "purpose": st.one_of(st.sampled_from(["batch", "assistants"]), st.text(max_size=10)),
+    "include[]": st.text(max_size=30),
 }
 
 
@@ -227,16 +485,51 @@ def _header_value(text: str) -> str:
     return "".join(c for c in text if " " <= c <= "~").strip() or "x"
 
 
-def requests(target: Target) -> st.SearchStrategy[FuzzRequest]:
+def _object_ids(
+    target: Target, segment: st.SearchStrategy[str], live: list[str], kind: str = ""
+) -> st.SearchStrategy[str]:
+    """Ids for a path: real ones, missing ones, and ones no id can be (long, slashes, dots, unicode, escapes).
+
+    `live` grows with the ids of objects the run creates, so later requests name objects that exist; `kind`
+    (an id's prefix: "resp", "file", "batch") prefers the ones of the path's collection.
+    """
+    id_alphabet = st.characters(codec="ascii", categories=["L", "N"], include_characters="_.-")
+    known = (target.victim_id, *target.object_ids)
+
+    def pick(i: int) -> str:
+        fitting = [x for x in live if x.startswith(kind)] or live or list(known)
+        return fitting[i % len(fitting)]
+
+    real = st.integers(min_value=0, max_value=10**6).map(pick)
+    return st.one_of(
+        real,
+        real,
+        st.sampled_from(known),
+        st.sampled_from(["sub-missing", "resp_missing", "file-missing", "batch_missing", "..", ".", "a..b", "-a"]),
+        segment,
+        st.integers(min_value=198, max_value=202).map(lambda n: "a" * n),  # the longest id the gateway takes: 200
+        st.text(id_alphabet, min_size=201, max_size=5_000),
+        st.sampled_from(["a/b", "../files", "a%2Fb", "%2e%2e", "a%00b", "%", "%zz", "a b", "a;b", "a?b=1"]),
+        st.text(st.characters(codec="utf-8", exclude_characters="/?#%"), min_size=1, max_size=20),
+        st.sampled_from(["r\u00e9sum\u00e9", "\u6f22\u5b57", "\U0001f600", "file-\u0430"]),
+    )
+
+
+def requests(target: Target, live: list[str] | None = None) -> st.SearchStrategy[FuzzRequest]:
     """Requests around the documented routes, and some beside them."""
     segment = st.text(alphabet=st.characters(codec="ascii", exclude_characters="/?#%"), min_size=1, max_size=20)
+    live = live if live is not None else []
+    ids = _object_ids(target, segment, live)
+    kinds = {"/responses/": "resp", "/files/": "file", "/batches/": "batch", "/subscriptions/": "sub-"}
 
     def fill(template: str) -> st.SearchStrategy[str]:
         params = re.findall(r"\{(\w+)\}", template)
+        kind = next((prefix for part, prefix in kinds.items() if part in template), "")
         choices = {
             "deployment": st.one_of(st.sampled_from(DEPLOYMENTS), segment),
-            "id": st.one_of(st.just(target.victim_id), st.just("sub-missing"), segment),
-            "request_id": segment,
+            "id": _object_ids(target, segment, live, kind),
+            "request_id": st.one_of(segment, ids),
+            "model": st.one_of(st.sampled_from(DEPLOYMENTS), ids),
         }
         return st.fixed_dictionaries({p: choices.get(p, segment) for p in params}).map(
             lambda values: re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], template)
@@ -246,7 +539,7 @@ def requests(target: Target) -> st.SearchStrategy[FuzzRequest]:
     beside = st.one_of(
         documented.map(lambda p: p + "/extra"),
         st.lists(segment, min_size=1, max_size=4).map(lambda parts: "/" + "/".join(parts)),
-        st.sampled_from(["/", "/openai", "/gateway/admin", "/gateway/admin/", "/v1", "/admin/x"]),
+        st.sampled_from(["/", "/openai", "/gateway/admin", "/gateway/admin/", "/v1", "/admin/x", "/openai/realtime"]),
     )
     good_headers = {"api-key": target.caller_key, "x-admin-key": ADMIN_KEY, "content-type": "application/json"}
     any_headers = st.fixed_dictionaries(
@@ -254,20 +547,26 @@ def requests(target: Target) -> st.SearchStrategy[FuzzRequest]:
         optional={
             "api-key": st.one_of(st.just(target.caller_key), st.text(max_size=10)),
             "x-admin-key": st.one_of(st.just(ADMIN_KEY), st.just("wrong")),
-            "content-type": st.sampled_from(["application/json", "text/plain"]),
+            "content-type": st.sampled_from(["application/json", "text/plain", "multipart/form-data"]),
             "x-request-id": st.text(max_size=20),
         },
     ).map(lambda h: {k: _header_value(v) for k, v in h.items()})
     headers = st.one_of(st.just(good_headers), st.just(good_headers), st.just(good_headers), any_headers)
 
+    def build(method: str, path: str, query: str, sent: dict[str, str], payload: Payload) -> FuzzRequest:
+        body, media = payload
+        if media is not None and "content-type" in sent:  # kept missing when the headers drew none
+            sent = {**sent, "content-type": media}
+        return FuzzRequest(method, path + query, sent, body)
+
     def as_documented(operation: tuple[str, str]) -> st.SearchStrategy[FuzzRequest]:
         method, template = operation
         return st.builds(
-            lambda p, q, h, b: FuzzRequest(method.upper(), p + q, h, b),
+            lambda p, q, h, b: build(method.upper(), p, q, h, b),
             fill(template),
             _query(),
             headers,
-            _body_for(template),
+            _body_for(method, template, ids),
         )
 
     on_route = st.sampled_from(target.operations).flatmap(as_documented)
@@ -279,7 +578,13 @@ def requests(target: Target) -> st.SearchStrategy[FuzzRequest]:
         headers,
         _bodies,
     )
-    return st.one_of(on_route, on_route, on_route, off_route)
+    posts = tuple(op for op in target.operations if op[0] in ("post", "patch"))
+    oversized = st.builds(
+        lambda request, declared: FuzzRequest(request.method, request.path, request.headers, b"{}", declared),
+        st.sampled_from(posts).flatmap(as_documented),
+        st.one_of(st.sampled_from(_OVER_EVERY_LIMIT), st.integers(min_value=_OVER_EVERY_LIMIT[0], max_value=2**62)),
+    )
+    return st.one_of(on_route, on_route, on_route, on_route, on_route, on_route, off_route, off_route, oversized)
 
 
 # --- sending and judging ------------------------------------------------------------------------
@@ -293,6 +598,8 @@ class Client:
         self._conn: http.client.HTTPConnection | None = None
 
     def send(self, request: FuzzRequest) -> Answer:
+        if request.declared is not None:
+            return self._declare(request)
         for attempt in range(2):
             if self._conn is None:
                 self._conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
@@ -312,6 +619,20 @@ class Client:
             return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
         raise AssertionError("unreachable")
 
+    def _declare(self, request: FuzzRequest) -> Answer:
+        """A Content-Length the body does not have, on a connection of its own (closed after the answer)."""
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        try:
+            conn.putrequest(request.method, _quote_path(request.path), skip_accept_encoding=True)
+            for name, value in request.headers.items():
+                conn.putheader(name, value)
+            conn.putheader("Content-Length", str(request.declared))
+            conn.endheaders(request.body)
+            response = conn.getresponse()
+            return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
+        finally:
+            conn.close()
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -321,8 +642,35 @@ class Client:
 def _quote_path(path: str) -> str:
     from urllib.parse import quote  # noqa: PLC0415
 
-    route, _, query = path.partition("?")
-    return quote(route, safe="/:@!$&'()*+,;=-._~") + (f"?{query}" if query else "")
+    where, _, query = path.partition("?")
+    # "%" kept: an id may carry its own escapes ("a%2Fb"), or broken ones ("%zz").
+    return quote(where, safe="/:@!$&'()*+,;=-._~%") + (f"?{query}" if query else "")
+
+
+def _json_or_none(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def _spec_at(request: FuzzRequest) -> Spec | None:
+    """The forwarded operation a request's path names, if any."""
+    try:
+        return route(GatewayRequest(request.method, unquote(request.path.split("?", 1)[0]), {}, {}, b"", "")).spec
+    except (NotFound, MethodNotAllowed):
+        return None
+
+
+def _passes_bytes(request: FuzzRequest, answer: Answer) -> bool:
+    """A 2xx the gateway passes through as the backend made it: speech, file contents, plain-text transcripts."""
+    spec = _spec_at(request)
+    if not 200 <= answer.status < 300 or spec is None:
+        return False
+    if spec.relay is Relay.BINARY:
+        return True
+    transcript = spec.operation in (Operation.TRANSCRIPTIONS, Operation.TRANSLATIONS)
+    return transcript and answer.headers.get("content-type", "").startswith("text/")
 
 
 def problems(request: FuzzRequest, answer: Answer) -> list[str]:
@@ -330,9 +678,11 @@ def problems(request: FuzzRequest, answer: Answer) -> list[str]:
     found: list[str] = []
     if answer.status >= 500 and answer.status not in DOCUMENTED_5XX:
         found.append(f"undocumented {answer.status}")
+    if answer.status == 503 and "retry-after" not in answer.headers:
+        found.append("503 without Retry-After")
     if "x-request-id" not in answer.headers and answer.status != 400:  # a malformed request has no id to echo
         found.append("no x-request-id")
-    if request.method == "HEAD" or answer.status == 204:
+    if request.method == "HEAD" or answer.status in (204, 304):
         return found
     media = answer.headers.get("content-type", "")
     if media.startswith("text/event-stream"):
@@ -345,9 +695,11 @@ def problems(request: FuzzRequest, answer: Answer) -> list[str]:
         return found
     if media.startswith("text/plain") and request.path.startswith("/metrics") and answer.status == 200:
         return found
-    route = request.path.split("?", 1)[0]
-    if answer.status < 400 and (route == "/" or route.startswith(_PAGES)):
+    where = request.path.split("?", 1)[0]
+    if answer.status < 400 and (where == "/" or where.startswith(_PAGES)):
         return found  # the browser pages: HTML, scripts, styles, and the redirect to them
+    if _passes_bytes(request, answer):
+        return found
     try:
         payload = json.loads(answer.body)
     except ValueError:
@@ -390,6 +742,30 @@ def _admin(client: Client, method: str, path: str, body: dict[str, Any]) -> dict
     if answer.status >= 300:
         raise RuntimeError(f"{method} {path}: {answer.status} {answer.body[:200]!r}")
     return json.loads(answer.body)  # type: ignore[no-any-return]
+
+
+def _stored_objects(client: Client, key: str) -> tuple[str, ...]:
+    """A stored response, an uploaded file and a batch made through the gateway: ids that exist, on one backend."""
+    boundary = "fuzzseed"
+    line = b'{"custom_id": "1", "method": "POST", "url": "/chat/completions", "body": {"messages": []}}\n'
+    form = _encode_form([Part("purpose", b"batch"), Part("file", line, "batch.jsonl")], boundary.encode())
+    media = f"multipart/form-data; boundary={boundary}"
+    made: list[str] = []
+    for path, body, content_type in (
+        ("/v1/responses", json.dumps({"model": "chat", "input": "hi"}).encode(), "application/json"),
+        ("/v1/files", form, media),
+    ):
+        answer = client.send(FuzzRequest("POST", path, {"api-key": key, "content-type": content_type}, body))
+        if answer.status != 200:
+            raise RuntimeError(f"POST {path}: {answer.status} {answer.body[:200]!r}")
+        made.append(json.loads(answer.body)["id"])
+    batch = {"input_file_id": made[1], "endpoint": "/chat/completions", "completion_window": "24h"}
+    answer = client.send(
+        FuzzRequest("POST", "/v1/batches", {"api-key": key, "content-type": "application/json"}, _dump(batch))
+    )
+    if answer.status != 200:
+        raise RuntimeError(f"POST /v1/batches: {answer.status} {answer.body[:200]!r}")
+    return (*made, json.loads(answer.body)["id"])
 
 
 @contextmanager
@@ -438,7 +814,8 @@ def gateway(log_path: Path) -> Iterator[Target]:
         victim = _admin(client, "POST", "subscriptions", {"name": "fuzz-victim"})
         spec = json.loads(client.send(FuzzRequest("GET", "/openapi.json", {}, None)).body)
         operations = tuple(sorted((method, path) for path, item in spec["paths"].items() for method in item))
-        yield Target("127.0.0.1", port, caller["primary_key"], victim["id"], operations)
+        objects = _stored_objects(client, caller["primary_key"])
+        yield Target("127.0.0.1", port, caller["primary_key"], victim["id"], objects, operations)
     finally:
         client.close()
         host.send_signal(signal.SIGINT)
@@ -455,6 +832,7 @@ def fuzz(target: Target, examples: int, *, seed: int | None = None, stop_on_prob
     """Send `examples` generated requests; count statuses and broken rules (or stop at the first one)."""
     report = Report()
     client = Client(target.host, target.port)
+    live: list[str] = list(target.object_ids)
 
     @settings(
         max_examples=examples,
@@ -463,11 +841,17 @@ def fuzz(target: Target, examples: int, *, seed: int | None = None, stop_on_prob
         suppress_health_check=list(HealthCheck),
         report_multiple_bugs=False,
     )
-    @given(requests(target))
+    @given(requests(target, live))
     def one(request: FuzzRequest) -> None:
         answer = client.send(request)
         report.requests += 1
         report.statuses[answer.status] += 1
+        if (spec := _spec_at(request)) is not None:
+            report.by_operation[spec.operation.value, answer.status] += 1
+            if spec.creates is not None and answer.status == 200 and len(live) < 500:
+                made = _json_or_none(answer.body)
+                if isinstance(made, dict) and isinstance(made.get("id"), str):
+                    live.append(made["id"])
         broken = problems(request, answer)
         if broken:
             report.problems.append(f"{'; '.join(broken)} <- {request.short()}")
@@ -499,6 +883,11 @@ def main(argv: list[str] | None = None) -> None:
         f"in {time.monotonic() - started:.0f} s"
     )
     print("statuses: " + ", ".join(f"{status}: {n}" for status, n in sorted(report.statuses.items())))
+    per_operation: dict[str, Counter[int]] = {}
+    for (operation, status), n in report.by_operation.items():
+        per_operation.setdefault(operation, Counter())[status] += n
+    for operation, statuses in sorted(per_operation.items()):
+        print(f"  {operation}: " + ", ".join(f"{status}: {n}" for status, n in sorted(statuses.items())))
     print(f"5xx: {report.server_errors} (documented 502/503/504 included; target 0)")
     print(f"reservations left open: {left}")
     print(f"broken rules: {len(report.problems)}")

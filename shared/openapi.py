@@ -1,23 +1,37 @@
 """The gateway's own routes as an OpenAPI 3.1 description, served at `GET /openapi.json`.
 
-Written by hand from the routes `function_app.py` registers and the checks in
-`shared.api` and `shared.admin`: what a caller may send and every status a
-route may answer. The fuzz suite (tests/test_fuzz.py, `python -m bench.fuzz`)
-reads it to know which routes exist and which statuses are documented, so a
-route added without a line here fails there.
+The forwarded operations are generated from `shared.surface.SPECS` in every
+path shape (Azure `/openai/deployments/{deployment}/...` and `/openai/...`
+with `?api-version=`, OpenAI `/openai/v1/...` and `/v1/...`), with a request
+schema per operation (JSON, or multipart/form-data for uploads) kept here;
+the pages come from `shared.pages.MANIFEST`; the model list, `/usage` and the
+admin API are written by hand from `shared.api`, `shared.deployments` and
+`shared.admin.http`. Every error response names the envelope schema. The
+fuzz suite (tests/test_fuzz.py, `python -m bench.fuzz`) reads this to know
+which routes exist, and tests/test_openapi.py fails when a route is served
+without a description here.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from shared.models import Operation
+from shared.pages import MANIFEST, REDIRECTS
+from shared.surface import FORWARD_QUERY, LISTS, SPECS, Body, Relay, Spec
+
 if TYPE_CHECKING:
     from shared.config import Settings
 
 ENVELOPE = {"$ref": "#/components/schemas/Error"}
-# The 5xx a caller may see, each in the envelope: a backend failed mid-stream (502), no backend or no
-# storage (503, with Retry-After), and nothing else. A 500 is a bug.
+# The 5xx a caller may see, each in the envelope: a backend failed mid-stream (502), no backend, no backend
+# holding a stored object, or no storage (503, with Retry-After), the backend too slow (504), and nothing else.
+# A 500 (or a 501) is a bug.
 SERVER_ERRORS = ("502", "503", "504")
+# The shapes every forwarded operation is served in: (prefix, Azure shape with ?api-version=).
+AZURE_SCOPED = "/openai/deployments/{deployment}"
+AZURE_ACCOUNT = "/openai"
+V1_PREFIXES = ("/openai/v1", "/v1")
 
 
 def _errors(*statuses: str) -> dict[str, Any]:
@@ -30,7 +44,7 @@ def _errors(*statuses: str) -> dict[str, Any]:
         "413": "body larger than this operation's limit",
         "429": "limits reached (Retry-After)",
         "502": "a backend failed after the answer began",
-        "503": "no backend available, or storage unavailable (Retry-After)",
+        "503": "no backend available, the backend holding the object unavailable, or storage unavailable (Retry-After)",
         "504": "the backend did not answer in time",
     }
     return {s: {"description": described[s], "content": {"application/json": {"schema": ENVELOPE}}} for s in statuses}
@@ -45,11 +59,17 @@ _ADMIN_ERRORS = ("400", "401", "404", "405", "503")
 _KEY: list[dict[str, list[str]]] = [{"apiKey": []}, {"subscriptionKey": []}, {"bearer": []}]
 _ADMIN: list[dict[str, list[str]]] = [{"adminKey": []}]
 
+_COUNT = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
+_MODEL = {"type": "string", "minLength": 1, "maxLength": 256, "description": "the deployment"}
+_STREAM = {
+    "stream": {"type": "boolean"},
+    "stream_options": {"type": ["object", "null"], "properties": {"include_usage": {"type": "boolean"}}},
+}
 _CHAT = {
     "type": "object",
     "required": ["messages"],
     "properties": {
-        "model": {"type": "string", "maxLength": 256},
+        "model": _MODEL,
         "messages": {
             "type": "array",
             "minItems": 1,
@@ -59,10 +79,9 @@ _CHAT = {
                 "properties": {"role": {"type": "string"}, "content": {"type": ["string", "array", "null"]}},
             },
         },
-        "stream": {"type": "boolean"},
-        "stream_options": {"type": ["object", "null"], "properties": {"include_usage": {"type": "boolean"}}},
-        "max_tokens": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
-        "max_completion_tokens": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+        **_STREAM,
+        "max_tokens": _COUNT,
+        "max_completion_tokens": _COUNT,
         "n": {"type": "integer", "minimum": 1, "maximum": 128},
     },
 }
@@ -70,7 +89,7 @@ _EMBEDDINGS = {
     "type": "object",
     "required": ["input"],
     "properties": {
-        "model": {"type": "string", "maxLength": 256},
+        "model": _MODEL,
         "input": {
             "oneOf": [
                 {"type": "string", "minLength": 1},
@@ -84,6 +103,138 @@ _EMBEDDINGS = {
             ]
         },
     },
+}
+_COMPLETIONS = {
+    "type": "object",
+    "required": ["prompt"],
+    "properties": {
+        "model": _MODEL,
+        "prompt": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+        **_STREAM,
+        "max_tokens": _COUNT,
+        "n": {"type": "integer", "minimum": 1, "maximum": 128},
+    },
+}
+_IMAGE_GENERATIONS = {
+    "type": "object",
+    "required": ["prompt"],
+    "properties": {
+        "model": _MODEL,
+        "prompt": {"type": "string", "minLength": 1},
+        "n": {"type": "integer", "minimum": 1, "maximum": 10},
+        "size": {"type": "string"},
+        "quality": {"type": "string"},
+        "response_format": {"enum": ["url", "b64_json"]},
+    },
+}
+_SPEECH = {
+    "type": "object",
+    "required": ["input", "voice"],
+    "properties": {
+        "model": _MODEL,
+        "input": {"type": "string", "minLength": 1, "maxLength": 4096},
+        "voice": {"type": "string", "minLength": 1},
+        "response_format": {"enum": ["mp3", "opus", "aac", "flac", "wav", "pcm"]},
+        "speed": {"type": "number", "minimum": 0.25, "maximum": 4},
+    },
+}
+_RESPONSES_CREATE = {
+    "type": "object",
+    "anyOf": [{"required": ["input"]}, {"required": ["previous_response_id"]}],
+    "properties": {
+        "model": _MODEL,
+        "input": {"oneOf": [{"type": "string"}, {"type": "array", "minItems": 1, "items": {"type": "object"}}]},
+        "instructions": {"type": ["string", "null"]},
+        "previous_response_id": {"type": "string", "minLength": 1},
+        "stream": {"type": "boolean"},
+        "background": {"type": "boolean"},
+        "store": {"type": "boolean"},
+        "max_output_tokens": _COUNT,
+    },
+}
+_BATCHES_CREATE = {
+    "type": "object",
+    "required": ["input_file_id"],
+    "properties": {
+        "input_file_id": {"type": "string", "minLength": 1},
+        "endpoint": {"type": "string"},
+        "completion_window": {"type": "string"},
+        "metadata": {"type": ["object", "null"]},
+    },
+}
+_UPLOAD = {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}
+_AUDIO_FORM = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "model": _MODEL,
+        "file": _UPLOAD,
+        "language": {"type": "string"},
+        "prompt": {"type": "string"},
+        "response_format": {"enum": ["json", "text", "srt", "verbose_json", "vtt"]},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+    },
+}
+_IMAGE_EDITS_FORM = {
+    "type": "object",
+    "required": ["image", "prompt"],
+    "properties": {
+        "model": _MODEL,
+        "image": _UPLOAD,
+        "mask": _UPLOAD,
+        "prompt": {"type": "string", "minLength": 1},
+        "n": {"type": "integer", "minimum": 1, "maximum": 10},
+        "size": {"type": "string"},
+        "response_format": {"enum": ["url", "b64_json"]},
+    },
+}
+_FILES_FORM = {
+    "type": "object",
+    "required": ["file", "purpose"],
+    "properties": {
+        "file": _UPLOAD,
+        "purpose": {"enum": ["assistants", "batch", "fine-tune", "vision", "user_data", "evals"]},
+    },
+}
+# The body each operation takes, by its kind in `shared.surface` (a new operation without one fails the build).
+JSON_BODIES: dict[Operation, dict[str, Any]] = {
+    Operation.CHAT: _CHAT,
+    Operation.EMBEDDINGS: _EMBEDDINGS,
+    Operation.COMPLETIONS: _COMPLETIONS,
+    Operation.IMAGE_GENERATIONS: _IMAGE_GENERATIONS,
+    Operation.SPEECH: _SPEECH,
+    Operation.RESPONSES_CREATE: _RESPONSES_CREATE,
+    Operation.BATCHES_CREATE: _BATCHES_CREATE,
+}
+FORMS: dict[Operation, dict[str, Any]] = {
+    Operation.IMAGE_EDITS: _IMAGE_EDITS_FORM,
+    Operation.TRANSCRIPTIONS: _AUDIO_FORM,
+    Operation.TRANSLATIONS: _AUDIO_FORM,
+    Operation.FILES_CREATE: _FILES_FORM,
+}
+_SUMMARIES: dict[Operation, str] = {
+    Operation.CHAT: "chat completion",
+    Operation.EMBEDDINGS: "embeddings",
+    Operation.COMPLETIONS: "legacy text completion",
+    Operation.IMAGE_GENERATIONS: "generate images",
+    Operation.IMAGE_EDITS: "edit an image (upload)",
+    Operation.TRANSCRIPTIONS: "transcribe audio (upload)",
+    Operation.TRANSLATIONS: "translate audio to English (upload)",
+    Operation.SPEECH: "text to speech (audio bytes)",
+    Operation.RESPONSES_CREATE: "create a response (Responses API)",
+    Operation.RESPONSES_RETRIEVE: "a stored response",
+    Operation.RESPONSES_DELETE: "delete a stored response",
+    Operation.RESPONSES_INPUT_ITEMS: "a stored response's input items",
+    Operation.RESPONSES_CANCEL: "cancel a background response",
+    Operation.FILES_CREATE: "upload a file",
+    Operation.FILES_LIST: "list files",
+    Operation.FILES_RETRIEVE: "a file's metadata",
+    Operation.FILES_DELETE: "delete a file",
+    Operation.FILES_CONTENT: "a file's content (bytes)",
+    Operation.BATCHES_CREATE: "create a batch",
+    Operation.BATCHES_LIST: "list batches",
+    Operation.BATCHES_RETRIEVE: "a batch",
+    Operation.BATCHES_CANCEL: "cancel a batch",
 }
 _SUBSCRIPTION_FIELDS = {
     "type": "object",
@@ -115,30 +266,96 @@ def _body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
-def _proxy(summary: str, schema: dict[str, Any], *, azure: bool) -> dict[str, Any]:
+def _request_body(spec: Spec, *, model_required: bool) -> dict[str, Any] | None:
+    """The body an operation takes; in the OpenAI shape `model` names the deployment, so it is required there."""
+    if spec.body is Body.NONE:
+        return None
+    schema = dict(JSON_BODIES[spec.operation] if spec.body is Body.JSON else FORMS[spec.operation])
+    if model_required and "model" in schema["properties"]:
+        schema["required"] = sorted({*schema.get("required", ()), "model"})
+    if spec.body is Body.JSON:
+        return _body(schema)
+    parts = [name for name, field in schema["properties"].items() if field is _UPLOAD]
+    encoding = {name: {"contentType": "application/octet-stream"} for name in parts}
+    return {"required": True, "content": {"multipart/form-data": {"schema": schema, "encoding": encoding}}}
+
+
+def _answers(spec: Spec) -> dict[str, Any]:
+    if spec.relay is Relay.BINARY:
+        return {"200": _ok("the backend's bytes, passed through as they come", _UPLOAD, "application/octet-stream")}
+    answer = _ok("the backend's answer")
+    if spec.relay is not None:
+        answer["description"] += " (server-sent events when the body's stream is true)"
+        answer["content"]["text/event-stream"] = {"schema": {"type": "string"}}
+    if spec.operation in (Operation.TRANSCRIPTIONS, Operation.TRANSLATIONS):
+        answer["description"] += " (plain text for response_format text, srt or vtt)"
+        answer["content"]["text/plain"] = {"schema": {"type": "string"}}
+    return {"200": answer}
+
+
+_DEPLOYMENT = {"name": "deployment", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+_API_VERSION = {
+    "name": "api-version",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "pattern": "^[0-9a-zA-Z.-]{1,40}$"},
+}
+_OBJECT_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "description": "a response, file or batch id as Azure makes it; anything else is not a route (404)",
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$"},
+}
+
+
+def _forwarded(spec: Spec, prefix: str, *, azure: bool) -> tuple[str, dict[str, Any]]:
+    """One operation in one path shape: its path template and its operation object."""
     parameters: list[dict[str, Any]] = []
+    if prefix == AZURE_SCOPED:
+        parameters.append(_DEPLOYMENT)
+    if "{id}" in spec.path:
+        parameters.append(_OBJECT_ID)
     if azure:
-        parameters = [
-            {"name": "deployment", "in": "path", "required": True, "schema": {"type": "string"}},
-            {"name": "api-version", "in": "query", "required": False, "schema": {"type": "string"}},
-        ]
-    ok = {"200": _ok("the backend's answer (a stream of server-sent events when stream is true)")}
-    return {
-        "post": _operation(summary, _KEY, ok, _API_ERRORS, requestBody=_body(schema), parameters=parameters),
-    }
+        parameters.append(_API_VERSION)
+    if spec.method == "GET":
+        names = FORWARD_QUERY if spec.operation in LISTS or "{id}" in spec.path else ()
+        parameters += [{"name": name, "in": "query", "schema": {"type": "string"}} for name in names]
+    more: dict[str, Any] = {"parameters": parameters, "operationId": f"{spec.operation.value}@{prefix}"}
+    needs_model = spec.deployment_scoped or spec.operation is Operation.RESPONSES_CREATE
+    body = _request_body(spec, model_required=needs_model and prefix != AZURE_SCOPED)
+    if body is not None:
+        more["requestBody"] = body
+    summary = f"{_SUMMARIES[spec.operation]} ({'Azure' if azure else 'OpenAI'} shape)"
+    return f"{prefix}/{spec.path}", _operation(summary, _KEY, _answers(spec), _API_ERRORS, **more)
 
 
-def description(settings: Settings | None = None) -> dict[str, Any]:
-    """The OpenAPI document; `settings` names the deployments callers may use."""
-    deployments = sorted(settings.deployments) if settings is not None else []
-    paths: dict[str, Any] = {}
-    for prefix in ("/openai/v1", "/v1"):
-        paths[f"{prefix}/chat/completions"] = _proxy("chat completion (OpenAI shape)", _CHAT, azure=False)
-        paths[f"{prefix}/embeddings"] = _proxy("embeddings (OpenAI shape)", _EMBEDDINGS, azure=False)
-    paths["/openai/deployments/{deployment}/chat/completions"] = _proxy(
-        "chat completion (Azure shape)", _CHAT, azure=True
-    )
-    paths["/openai/deployments/{deployment}/embeddings"] = _proxy("embeddings (Azure shape)", _EMBEDDINGS, azure=True)
+def forwarded_paths() -> dict[str, dict[str, Any]]:
+    """Every operation of `shared.surface.SPECS` in each of its path shapes."""
+    paths: dict[str, dict[str, Any]] = {}
+    for spec in SPECS:
+        shapes = [(AZURE_SCOPED if spec.deployment_scoped else AZURE_ACCOUNT, True)]
+        shapes += [(prefix, False) for prefix in V1_PREFIXES]
+        for prefix, azure in shapes:
+            path, operation = _forwarded(spec, prefix, azure=azure)
+            paths.setdefault(path, {})[spec.method.lower()] = operation
+    return paths
+
+
+def _page_paths() -> dict[str, dict[str, Any]]:
+    paths: dict[str, dict[str, Any]] = {}
+    for path, asset in MANIFEST.items():
+        ok = {"200": _ok("the file", {"type": "string"}, asset.content_type.split(";")[0])}
+        ok["304"] = {"description": "unchanged (If-None-Match)"}
+        paths[path] = {"get": _operation(f"a file of the browser pages ({asset.file})", None, ok, ("404", "405"))}
+    for path, target in REDIRECTS.items():
+        paths[path] = {"get": _operation(f"redirects to {target}", None, {"302": {"description": target}}, ("405",))}
+    return paths
+
+
+def _gateway_paths() -> dict[str, dict[str, Any]]:
+    """The gateway's own answers: model list, usage, health, this description, metrics."""
+    paths: dict[str, dict[str, Any]] = {}
     period = {"name": "period", "in": "query", "schema": {"enum": ["hourly", "daily", "weekly", "monthly"]}}
     paths["/usage"] = {
         "get": _operation(
@@ -157,10 +374,6 @@ def description(settings: Settings | None = None) -> dict[str, Any]:
         paths[f"{prefix}/models/{{model}}"] = {
             "get": _operation("one deployment", _KEY, {"200": _ok("model")}, _API_ERRORS, parameters=[model])
         }
-    html = {"200": _ok("the page", {"type": "string"}, "text/html")}
-    paths["/chat/"] = {"get": _operation("the chat page (its scripts beside it)", None, html, ("404", "405"))}
-    paths["/dashboard/"] = {"get": _operation("the operators' dashboard", None, html, ("404", "405"))}
-    paths["/"] = {"get": _operation("redirects to /chat/", None, {"302": {"description": "to /chat/"}}, ("405",))}
     paths["/health"] = {"get": _operation("liveness", None, {"200": _ok("ok")}, ("503",))}
     paths["/openapi.json"] = {"get": _operation("this description", None, {"200": _ok("OpenAPI 3.1")}, ("503",))}
     paths["/metrics"] = {
@@ -171,6 +384,11 @@ def description(settings: Settings | None = None) -> dict[str, Any]:
             ("401", "404", "503"),
         )
     }
+    return paths
+
+
+def _admin_paths() -> dict[str, dict[str, Any]]:
+    paths: dict[str, dict[str, Any]] = {}
     sub_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
     admin = "/gateway/admin"
     paths[f"{admin}/subscriptions"] = {
@@ -248,6 +466,13 @@ def description(settings: Settings | None = None) -> dict[str, Any]:
             ],
         )
     }
+    return paths
+
+
+def description(settings: Settings | None = None) -> dict[str, Any]:
+    """The OpenAPI document; `settings` names the deployments callers may use."""
+    deployments = sorted(settings.deployments) if settings is not None else []
+    paths = {**forwarded_paths(), **_gateway_paths(), **_page_paths(), **_admin_paths()}
     return {
         "openapi": "3.1.0",
         "info": {

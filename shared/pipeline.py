@@ -338,6 +338,17 @@ async def _list_everywhere(
         answered.append(name)
         items += [item for item in data if isinstance(item, dict) and isinstance(item.get("id"), str)]
         has_more = has_more or answer.get("has_more") is True
+    refused = [r for r in results if isinstance(r, ProxyResult) and 400 <= r.status < 500]
+    if not answered and refused and len(refused) == len(results):
+        # Every backend refused the request itself (an api-version the v1 routes do not take, a `limit` out of
+        # range): the caller's mistake, answered as the first backend put it, not a 503 saying "retry later".
+        headers = {**admission.headers, "x-request-id": request.request_id}
+        envelope = upstream_error_body(refused[0].status, refused[0].body, headers)
+        headers["content-type"] = "application/json"
+        record.status, record.outcome = refused[0].status, Outcome.CLIENT_ERROR
+        record.seconds = time.perf_counter() - started
+        await gw.meter.finish(record, admission)
+        return GatewayResponse(refused[0].status, headers, envelope)
     if not answered:
         exc = ServiceUnavailable(
             "No backend could list these objects now; retry later.", headers=retry_after_headers(10)

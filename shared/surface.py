@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from shared import jsonbody
 from shared.api import ApiCall
 from shared.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge
 from shared.models import DEFAULT_API_VERSION, GatewayRequest, Operation
@@ -68,6 +69,7 @@ class Spec:
     creates: Kind | None = None  # the answer's `id` is a new object of this kind
     target: Kind | None = None  # the object "{id}" names
     max_body: int | None = None  # None: GATEWAY_MAX_BODY_BYTES
+    file_parts: tuple[str, ...] = ()  # an upload's form names for its file, one of which it must carry
 
     @property
     def pattern(self) -> re.Pattern[str]:
@@ -75,22 +77,23 @@ class Spec:
 
 
 _O = Operation
+_FILE, _IMAGE = ("file",), ("image", "image[]")
 SPECS: tuple[Spec, ...] = (
     Spec(_O.CHAT, "POST", "chat/completions", deployment_scoped=True, relay=Relay.EVENTS),
     Spec(_O.EMBEDDINGS, "POST", "embeddings", deployment_scoped=True),
     Spec(_O.COMPLETIONS, "POST", "completions", deployment_scoped=True, relay=Relay.EVENTS),
     Spec(_O.IMAGE_GENERATIONS, "POST", "images/generations", deployment_scoped=True),
     # Uploads: Azure takes audio up to 25 MB, image edits up to 50 MB and files up to 512 MB.
-    Spec(_O.IMAGE_EDITS, "POST", "images/edits", Body.MULTIPART, True, max_body=50 * MIB),
-    Spec(_O.TRANSCRIPTIONS, "POST", "audio/transcriptions", Body.MULTIPART, True, max_body=25 * MIB),
-    Spec(_O.TRANSLATIONS, "POST", "audio/translations", Body.MULTIPART, True, max_body=25 * MIB),
+    Spec(_O.IMAGE_EDITS, "POST", "images/edits", Body.MULTIPART, True, max_body=50 * MIB, file_parts=_IMAGE),
+    Spec(_O.TRANSCRIPTIONS, "POST", "audio/transcriptions", Body.MULTIPART, True, max_body=25 * MIB, file_parts=_FILE),
+    Spec(_O.TRANSLATIONS, "POST", "audio/translations", Body.MULTIPART, True, max_body=25 * MIB, file_parts=_FILE),
     Spec(_O.SPEECH, "POST", "audio/speech", deployment_scoped=True, relay=Relay.BINARY),
     Spec(_O.RESPONSES_CREATE, "POST", "responses", relay=Relay.TYPED, creates=Kind.RESPONSE),
     Spec(_O.RESPONSES_RETRIEVE, "GET", "responses/{id}", Body.NONE, target=Kind.RESPONSE),
     Spec(_O.RESPONSES_DELETE, "DELETE", "responses/{id}", Body.NONE, target=Kind.RESPONSE),
     Spec(_O.RESPONSES_INPUT_ITEMS, "GET", "responses/{id}/input_items", Body.NONE, target=Kind.RESPONSE),
     Spec(_O.RESPONSES_CANCEL, "POST", "responses/{id}/cancel", Body.NONE, target=Kind.RESPONSE),
-    Spec(_O.FILES_CREATE, "POST", "files", Body.MULTIPART, creates=Kind.FILE, max_body=512 * MIB),
+    Spec(_O.FILES_CREATE, "POST", "files", Body.MULTIPART, creates=Kind.FILE, max_body=512 * MIB, file_parts=_FILE),
     Spec(_O.FILES_LIST, "GET", "files", Body.NONE),
     Spec(_O.FILES_RETRIEVE, "GET", "files/{id}", Body.NONE, target=Kind.FILE),
     Spec(_O.FILES_DELETE, "DELETE", "files/{id}", Body.NONE, target=Kind.FILE),
@@ -241,6 +244,60 @@ def form_field(body: bytes, content_type: str, name: str) -> str | None:
     return None
 
 
+# RFC 2046: 1 to 70 of these characters, not ending in a space.
+_BOUNDARY_CHARS = re.compile(r"^[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]$")
+# A part's header line: a field name, a colon, a value without control characters (UTF-8 file names allowed).
+_PART_HEADER = re.compile(rb"^[!-9;-~]+:[\t\x20-\x7e\x80-\xff]*$")
+_DISPOSITION = re.compile(rb'^content-disposition:[ \t]*form-data[ \t]*;(?:.*;)?[ \t]*name="([^"]*)"', re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class FormPart:
+    name: str
+    size: int
+
+
+def _bad_form(why: str) -> BadRequest:
+    return BadRequest(f"The multipart/form-data body cannot be read: {why}.", code="invalid_multipart")
+
+
+def read_form(body: bytes, content_type: str) -> list[FormPart]:
+    """The parts of a multipart/form-data body, checked as a backend's parser checks them (offsets only, no copy).
+
+    A body a backend cannot parse is the caller's mistake: refused here with 400, it is never forwarded, so no
+    backend answers it with a 500 that could count against it.
+    """
+    found = _BOUNDARY.search(content_type)
+    if found is None or not _BOUNDARY_CHARS.match(found.group(1)):
+        raise _bad_form("its Content-Type names no valid boundary")
+    delimiter = b"--" + found.group(1).encode()
+    if body.startswith(delimiter):
+        at = len(delimiter)
+    elif (first := body.find(b"\r\n" + delimiter)) >= 0:  # after a preamble
+        at = first + 2 + len(delimiter)
+    else:
+        raise _bad_form("the boundary never occurs in it")
+    parts: list[FormPart] = []
+    while not body.startswith(b"--", at):  # the close delimiter ends the form; an epilogue may follow
+        if not body.startswith(b"\r\n", at):
+            raise _bad_form("a boundary is not followed by a line break")
+        head_end = body.find(b"\r\n\r\n", at)
+        if head_end < 0:
+            raise _bad_form("a part has no end to its headers")
+        lines = body[at + 2 : head_end].split(b"\r\n") if head_end > at else []
+        if not all(_PART_HEADER.match(line) for line in lines):
+            raise _bad_form("a part header is malformed")
+        names = [m.group(1) for line in lines if (m := _DISPOSITION.match(line))]
+        if len(names) != 1:
+            raise _bad_form("a part has no Content-Disposition: form-data with a name")
+        end = body.find(b"\r\n" + delimiter, head_end + 2)
+        if end < 0:
+            raise _bad_form("it is not closed by its boundary")
+        parts.append(FormPart(names[0].decode("utf-8", "replace"), max(0, end - head_end - 4)))
+        at = end + 2 + len(delimiter)
+    return parts
+
+
 def parse(request: GatewayRequest, route: Route, max_body: int) -> ApiCall:
     """A call of any operation but chat and embeddings (`shared.api.parse`): its deployment, its JSON if any."""
     spec = route.spec
@@ -251,12 +308,17 @@ def parse(request: GatewayRequest, route: Route, max_body: int) -> ApiCall:
     body: dict[str, Any] = {}
     model: object = None
     if spec.body is Body.JSON:
-        body = _load_object(request.body)
+        # The same parse as chat and embeddings: deep nesting, lone surrogates and NaN are a 400 here, never a
+        # RecursionError (500) or a body a backend answers with a 500 its breaker would count.
+        body = jsonbody.load_object(request.body)
         model = body.get("model")
     elif spec.body is Body.MULTIPART:
         content_type = request.headers.get("content-type", "")
         if not content_type.startswith("multipart/form-data"):
             raise BadRequest("This operation takes a multipart/form-data body.", code="invalid_content_type")
+        parts = read_form(request.body, content_type)
+        if not any(part.name in spec.file_parts for part in parts):
+            raise BadRequest(f"'{spec.file_parts[0]}' is required: a file part.", param=spec.file_parts[0])
         model = form_field(request.body, content_type, "model")
     deployment = route.deployment
     needs_model = spec.deployment_scoped or spec.operation is Operation.RESPONSES_CREATE
@@ -269,16 +331,6 @@ def parse(request: GatewayRequest, route: Route, max_body: int) -> ApiCall:
         raise BadRequest("Invalid api-version.", param="api-version")
     _check(spec.operation, body)
     return ApiCall(spec.operation, deployment or "", body, api_version)
-
-
-def _load_object(raw: bytes) -> dict[str, Any]:
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise BadRequest("The request body must be a JSON object.", code="invalid_json")
-    return body
 
 
 def _check(operation: Operation, body: dict[str, Any]) -> None:

@@ -59,7 +59,7 @@ def parse_create(body: object) -> BatchRequest:
     if not isinstance(file_id, str) or not file_id:
         raise InvalidRequest("'input_file_id' is required.", "input_file_id")
     endpoint = body.get("endpoint")
-    if endpoint not in ENDPOINTS:
+    if not isinstance(endpoint, str) or endpoint not in ENDPOINTS:
         raise InvalidRequest(f"'endpoint' must be one of {', '.join(sorted(ENDPOINTS))}.", "endpoint")
     window = body.get("completion_window")
     if window != "24h":
@@ -191,7 +191,7 @@ class BatchesApi:
                 continue
             request_id = new_id("", 32)
             model = request_body.get("model")
-            if model not in deployments:
+            if not isinstance(model, str) or model not in deployments:
                 batch.failed_lines.append(
                     _line(custom_id, request_id, 404, _error("DeploymentNotFound", f"Deployment {model} not found."))
                 )

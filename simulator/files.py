@@ -66,7 +66,7 @@ class FileUpload:
 def parse_upload(body: object) -> FileUpload:
     form = body if isinstance(body, dict) else {}
     purpose = form.get("purpose")
-    if purpose not in UPLOAD_PURPOSES:
+    if not isinstance(purpose, str) or purpose not in UPLOAD_PURPOSES:
         allowed = ", ".join(sorted(UPLOAD_PURPOSES))
         raise InvalidRequest(f"'purpose' must be one of {allowed}.", "purpose")
     upload = form.get("file")

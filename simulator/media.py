@@ -78,7 +78,7 @@ def _image_request(fields: dict[str, object], default_format: str) -> ImageReque
     if not 1 <= n <= 10:
         raise InvalidRequest("'n' must be between 1 and 10.", "n")
     response_format = fields.get("response_format") or default_format
-    if response_format not in IMAGE_FORMATS:
+    if not isinstance(response_format, str) or response_format not in IMAGE_FORMATS:
         raise InvalidRequest("'response_format' must be url or b64_json.", "response_format")
     size = fields.get("size") or "1024x1024"
     return ImageRequest(prompt, n, str(size), str(response_format))
@@ -104,7 +104,7 @@ def parse_audio(body: object) -> AudioRequest:
     if not isinstance(upload, Upload) or not upload.data:
         raise InvalidRequest("'file' must be a non-empty audio file part.", "file")
     response_format = form.get("response_format") or "json"
-    if response_format not in AUDIO_FORMATS:
+    if not isinstance(response_format, str) or response_format not in AUDIO_FORMATS:
         raise InvalidRequest(f"'response_format' must be one of {', '.join(sorted(AUDIO_FORMATS))}.", "response_format")
     language = form.get("language")
     return AudioRequest(upload, str(response_format), language if isinstance(language, str) else None)
@@ -119,7 +119,7 @@ def parse_speech(body: object) -> SpeechRequest:
     if not isinstance(voice, str) or not voice:
         raise InvalidRequest("'voice' is required.", "voice")
     response_format = body.get("response_format") or "mp3"
-    if response_format not in SPEECH_TYPES:
+    if not isinstance(response_format, str) or response_format not in SPEECH_TYPES:
         raise InvalidRequest(
             f"The simulator speaks {', '.join(sorted(SPEECH_TYPES))}; not {response_format}.", "response_format"
         )

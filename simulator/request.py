@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 REQUEST_ID = web.RequestKey("simulator.request_id", str)
 # The deployment a request named, wherever it named it (path or body), for the x-ms-deployment-name header.
@@ -88,35 +89,44 @@ async def read_body(request: web.Request, kind: str, max_bytes: int) -> object:
     if kind == "multipart":
         if not request.content_type.startswith("multipart/"):
             raise BodyError("This operation takes a multipart/form-data body.")
-        form: dict[str, object] = {}
-        reader = await request.multipart()
-        total = 0
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader) or part.name is None:
-                continue
-            data = bytearray()
-            # Read in chunks so an oversized upload is refused before it is all in memory.
-            while chunk := await part.read_chunk():
-                total += len(chunk)
-                if total > max_bytes:
-                    raise BodyError(f"The request body is larger than {max_bytes} bytes.", 413)
-                data.extend(chunk)
-            value: object = (
-                Upload(part.filename, part.headers.get("Content-Type", "application/octet-stream"), bytes(data))
-                if part.filename is not None
-                else bytes(data).decode("utf-8", "replace")
-            )
-            if part.name in form:
-                previous = form[part.name]
-                form[part.name] = [*previous, value] if isinstance(previous, list) else [previous, value]
-            else:
-                form[part.name] = value
-        return form
+        try:
+            return await _read_form(request, max_bytes)
+        except BodyError:
+            raise
+        except (ValueError, HttpProcessingError) as exc:  # no boundary, a broken part header: the service says 400
+            raise BodyError("We could not parse the multipart body of your request.") from exc
     raw = await request.read()
     try:
         return json.loads(raw)
     except ValueError as exc:
         raise BodyError("We could not parse the JSON body of your request.") from exc
+
+
+async def _read_form(request: web.Request, max_bytes: int) -> dict[str, object]:
+    form: dict[str, object] = {}
+    reader = await request.multipart()
+    total = 0
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader) or part.name is None:
+            continue
+        data = bytearray()
+        # Read in chunks so an oversized upload is refused before it is all in memory.
+        while chunk := await part.read_chunk():
+            total += len(chunk)
+            if total > max_bytes:
+                raise BodyError(f"The request body is larger than {max_bytes} bytes.", 413)
+            data.extend(chunk)
+        value: object = (
+            Upload(part.filename, part.headers.get("Content-Type", "application/octet-stream"), bytes(data))
+            if part.filename is not None
+            else bytes(data).decode("utf-8", "replace")
+        )
+        if part.name in form:
+            previous = form[part.name]
+            form[part.name] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            form[part.name] = value
+    return form
 
 
 def encode(value: object) -> bytes:

@@ -128,7 +128,7 @@ def parse_create(body: object) -> ResponsesRequest:
     tools = parse_tools(body.get("tools"), nested=False)
     reasoning = body.get("reasoning")
     effort = reasoning.get("effort") if isinstance(reasoning, dict) else None
-    if effort is not None and effort not in REASONING_TOKENS:
+    if effort is not None and (not isinstance(effort, str) or effort not in REASONING_TOKENS):
         raise InvalidRequest("'reasoning.effort' must be minimal, low, medium or high.", "reasoning.effort")
     echo = {
         k: body[k]

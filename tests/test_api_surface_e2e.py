@@ -546,3 +546,46 @@ def test_a_subscription_limited_to_some_deployments_may_use_responses_but_not_fi
         client.files.create(file=("x.jsonl", b"{}\n"), purpose="batch")
     with pytest.raises(openai.PermissionDeniedError):
         client.responses.create(model="embed", input="Not allowed")
+
+
+def test_a_multipart_body_no_backend_can_read_is_400_and_never_forwarded(
+    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+) -> None:
+    # Found by the fuzzer: a form without its boundary went to every backend, each answered 500, and the caller got
+    # 503 no_backend_available (and, repeated, the breakers' attention) for a mistake of its own.
+    a, b = sims("a"), sims("b")
+    gw = start([backend("a", a.url), backend("b", b.url)])
+    form = b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\nRIFF\r\n--B--\r\n'
+    for content_type, body in (
+        ("multipart/form-data", form),
+        ("multipart/form-data; boundary=other", form),
+        ("multipart/form-data; boundary=B", form.removesuffix(b"--B--\r\n")),
+    ):
+        status, _, answer = raw(
+            gw, "/v1/audio/transcriptions", method="POST", body=body, headers={"content-type": content_type}
+        )
+        assert (status, answer["error"]["code"]) == (400, "invalid_multipart")
+    status, _, answer = raw(
+        gw,
+        "/openai/deployments/chat/images/edits",
+        method="POST",
+        body=b'--B\r\nContent-Disposition: form-data; name="prompt"\r\n\r\ncat\r\n--B--\r\n',
+        headers={"content-type": "multipart/form-data; boundary=B"},
+    )
+    assert (status, answer["error"]["param"]) == (400, "image")
+    assert paths(a) == paths(b) == []
+
+
+def test_a_list_every_backend_refuses_is_their_4xx_not_a_503(
+    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+) -> None:
+    # Found by the fuzzer: `GET /v1/batches?api-version=2024-10-21` (a version the v1 routes refuse) was refused
+    # 400 by every backend, and the caller was told 503 "retry later", with Retry-After.
+    gw = start([backend("a", sims("a").url), backend("b", sims("b").url)])
+    for path in ("/v1/batches?api-version=2024-10-21", "/openai/v1/files?api-version=2024-10-21"):
+        status, headers, answer = raw(gw, path)
+        assert status == 400, (path, answer)
+        assert answer["error"]["param"] == "api-version"
+        assert "retry-after" not in headers
+    status, _, answer = raw(gw, "/v1/batches")
+    assert (status, answer["object"]) == (200, "list")

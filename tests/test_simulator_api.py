@@ -10,6 +10,7 @@ import base64
 import io
 import json
 import struct
+import urllib.error
 import urllib.request
 import wave
 from collections.abc import Iterator
@@ -424,6 +425,50 @@ def test_uploads_larger_than_the_limit_are_refused_with_413(v1: OpenAI) -> None:
     with pytest.raises(openai.APIStatusError) as refused:
         v1.files.create(file=("big.jsonl", b"x" * (65 * 1024)), purpose="batch")
     assert refused.value.status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data", b"--B\r\n"),  # no boundary: once a ValueError, a 500
+        (
+            "multipart/form-data; boundary=B",
+            b'--B\r\nContent-Disposition: form-data; name="\x10"\r\n\r\nx\r\n--B--\r\n',
+        ),
+    ],
+    ids=["no-boundary", "control-character-in-a-part-header"],
+)
+def test_a_multipart_body_that_cannot_be_parsed_is_a_400_as_the_service_answers(
+    sim: SimulatorThread, content_type: str, body: bytes
+) -> None:
+    request = urllib.request.Request(
+        f"{sim.url}/openai/v1/files", data=body, method="POST", headers={"content-type": content_type}
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 400
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("batches", {"input_file_id": "file-1", "endpoint": [1], "completion_window": "24h"}),
+        ("images/generations", {"model": "dall-e-3", "prompt": "fox", "response_format": ["url"]}),
+        ("audio/speech", {"model": "tts", "input": "hi", "voice": "alloy", "response_format": {"a": 1}}),
+        ("responses", {"model": CHAT, "input": "hi", "reasoning": {"effort": ["low"]}}),
+    ],
+)
+def test_a_field_of_the_wrong_type_is_a_400_never_a_500(sim: SimulatorThread, path: str, body: object) -> None:
+    # Found by the gateway's fuzzer: a list where a name was expected was looked up in a set (TypeError, 500).
+    request = urllib.request.Request(
+        f"{sim.url}/openai/v1/{path}",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"content-type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 400
 
 
 # --- images and audio ---

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from shared.config import load_settings
-from shared.errors import MethodNotAllowed, NotFound
+from shared.errors import BadRequest, MethodNotAllowed, NotFound
 from shared.models import GatewayRequest, Operation
-from shared.surface import form_field, limit_for, route, with_model
+from shared.surface import form_field, limit_for, parse, read_form, route, with_model
 
 SETTINGS = load_settings(
     {"GATEWAY_BACKENDS": '[{"name": "b", "endpoint": "http://127.0.0.1:9", "deployments": ["d"]}]'}
@@ -85,3 +85,82 @@ def test_uploads_have_their_own_body_limits_and_json_the_configured_one() -> Non
 
 def test_the_backends_deployment_name_replaces_model() -> None:
     assert with_model(b'{"model":"gw","input":"x"}', "real") == b'{"model":"real","input":"x"}'
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/completions",
+        "/openai/deployments/d/images/generations",
+        "/v1/audio/speech",
+        "/openai/v1/responses",
+        "/openai/batches",
+    ],
+)
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"model": "d", "prompt": ' + b"[" * 5_000 + b"]" * 5_000 + b"}",  # once a RecursionError: 500
+        b'{"model": "d", "prompt": "\\ud800", "input": "\\ud800", "input_file_id": "\\udfff"}',
+        b'{"model": "d", "prompt": "hi", "input": "hi", "input_file_id": "f", "n": NaN}',
+    ],
+    ids=["deep", "lone-surrogate", "nan"],
+)
+def test_every_json_body_is_refused_with_400_when_nested_too_deep_unencodable_or_nan(path: str, body: bytes) -> None:
+    request = GatewayRequest("POST", path, {}, {}, body, "r")
+    with pytest.raises(BadRequest) as refused:
+        parse(request, route(request), 1 << 20)
+    assert refused.value.code == "invalid_json"
+
+
+_FORM = "multipart/form-data; boundary=B"
+_GOOD = (
+    b'--B\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper\r\n'
+    b'--B\r\nContent-Disposition: form-data; name="file"; filename="\xc3\xa9t\xc3\xa9.wav"\r\n'
+    b"Content-Type: audio/wav\r\n\r\nRIFF\r\n--B--\r\n"
+)
+
+
+def _upload(body: bytes, content_type: str = _FORM, path: str = "/v1/audio/transcriptions") -> None:
+    request = GatewayRequest("POST", path, {"content-type": content_type}, {}, body, "r")
+    parse(request, route(request), 1 << 20)
+
+
+def test_a_well_formed_upload_is_read_part_by_part_preamble_epilogue_and_empty_values_allowed() -> None:
+    parts = read_form(_GOOD, _FORM)
+    assert [(p.name, p.size) for p in parts] == [("model", 7), ("file", 4)]
+    assert read_form(b"preamble\r\n" + _GOOD + b"epilogue", 'multipart/form-data; boundary="B"') != []
+    empty = b'--B\r\nContent-Disposition: form-data; name="language"\r\n\r\n\r\n--B--\r\n'
+    assert [(p.name, p.size) for p in read_form(empty, _FORM)] == [("language", 0)]
+    _upload(_GOOD)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (_GOOD, "multipart/form-data"),  # no boundary: once forwarded, a backend 500 and a 503 for the caller
+        (_GOOD, "multipart/form-data; boundary=other"),
+        (_GOOD, "multipart/form-data; boundary=" + "B" * 71),
+        (_GOOD.removesuffix(b"--B--\r\n"), _FORM),  # never closed
+        (_GOOD[:60], _FORM),  # cut
+        (b'--B\r\nContent-Disposition: form-data; name="\x10\xf1"\r\n\r\nx\r\n--B--\r\n', _FORM),  # control character
+        (b"--B\r\nContent-Type: text/plain\r\n\r\nx\r\n--B--\r\n", _FORM),  # no Content-Disposition
+        (b"--B\r\n\r\nx\r\n--B--\r\n", _FORM),  # no headers at all
+        (b"--Bx\r\n", _FORM),
+        (b"", _FORM),
+    ],
+)
+def test_a_broken_multipart_body_is_a_400_before_anything_is_forwarded(body: bytes, content_type: str) -> None:
+    with pytest.raises(BadRequest) as refused:
+        _upload(body, content_type)
+    assert refused.value.code == "invalid_multipart"
+
+
+@pytest.mark.parametrize(
+    ("path", "missing"), [("/v1/audio/translations", "file"), ("/v1/images/edits", "image"), ("/v1/files", "file")]
+)
+def test_an_upload_without_its_file_part_is_a_400_naming_it(path: str, missing: str) -> None:
+    body = b'--B\r\nContent-Disposition: form-data; name="model"\r\n\r\nchat\r\n--B--\r\n'
+    with pytest.raises(BadRequest) as refused:
+        _upload(body, path=path)
+    assert refused.value.param == missing
