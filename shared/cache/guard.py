@@ -29,32 +29,36 @@ expressions only, deterministic; a text is analysed once (memoised), in about 25
 from __future__ import annotations
 
 import itertools
-import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from functools import lru_cache
-from typing import NamedTuple
 
 # Calibrated with this guard on; defined with the other cache settings, named here for the evaluation's readers.
 from shared.cache.config import DEFAULT_SIMILARITY_THRESHOLD  # noqa: F401 - re-exported, see above
+from shared.cache.guard_text import (
+    CAMEL,
+    QUOTED,
+    QUOTES,
+    SQUASH,
+    Token,
+    count_numbers,
+    name_key,
+    stem,
+    term_of,
+    tokenize,
+)
 from shared.cache.guard_words import (
     ALIASES,
     DETERMINERS,
     FUNCTION_WORDS,
     LOWERCASE_NAMES,
-    MULTIPLIERS,
     NEGATING_PREFIXES,
     NEGATIONS,
     NOT_NAMES,
-    NUMBER_WORDS,
     OPPOSITE,
-    ORDINALS,
     SENTENCE_OPENERS,
-    SMALL,
     SYMMETRIC,
-    UNITS,
 )
 
 NUMBER = "number"
@@ -72,232 +76,25 @@ class Verdict:
 
 SAFE = Verdict(True)
 
-# ---- tokens
-
-_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2044": "/", "\u00a0": " "})
-_TOKEN = re.compile(
-    r"""
-    (?P<url>https?://\S+|www\.\S+|(?<![\w.])(?:~|\.{1,2})?/[\w.~-]+(?:/[\w.~-]+)+|\b[A-Za-z]:\\[\w\\. -]+)
-    |(?P<num>(?:(?<![^\s(])-)?\d+(?:[.,]\d+)*(?:[:/-]\d+)*(?:[.]\d+)*)(?P<suffix>[A-Za-z]+)?
-    |(?P<word>[^\W\d_][\w]*(?:['.-][\w]+)*[+#]*)
-    |(?P<sym>[$€£¥%°#&]|->|=>|→)
-    |(?P<punct>[.!?;:\n]|,)
-    """,
-    re.VERBOSE,
-)
-_QUOTED = re.compile(r"""(?<!\w)(?:"([^"\n]{1,80})"|'([^'\n]{1,80})'(?!\w)|`([^`\n]{1,80})`)""")
-_CAMEL = re.compile(r"[a-z][A-Z]|[A-Z]{2,}|\d")
-_SQUASH = re.compile(r"[\W_]+")
-
-
-class _Token(NamedTuple):
-    kind: str  # "url", "num", "word", "sym", "punct"
-    text: str  # as written (quotes normalised)
-    low: str
-    start_of_sentence: bool
-    suffix: str = ""
-
 
 @dataclass(frozen=True, slots=True)
 class _Analysis:
     numbers: Counter[tuple[str, str]]
     negations: Counter[str]  # what each negation applies to (see _negations): compared as a multiset
     words: frozenset[str]
-    entities: frozenset[str]  # keys (see _key)
+    entities: frozenset[str]  # keys (see name_key)
     phrases: frozenset[str]  # squashed quoted strings, URLs, paths
     keys: tuple[str, ...]  # every word's and number's key, in order, for presence tests
     key_set: frozenset[str]
     squashed: str  # lowercase letters and digits only, for quoted strings and URLs
     relations: tuple[tuple[frozenset[str], frozenset[str]], ...]
-    tokens: tuple[_Token, ...]
-
-
-@lru_cache(maxsize=16384)
-def _key(word: str) -> str:
-    """Case, hyphens, dots and possessive 's do not make two names different."""
-    word = word.lower()
-    if word.endswith("'s"):
-        word = word[:-2]
-    return word.replace("-", "").replace(".", "").replace("'", "")
-
-
-@lru_cache(maxsize=16384)
-def _stem(word: str) -> str:
-    if word.endswith("'s"):
-        word = word[:-2]
-    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        word = word[:-1]
-    return "a" if word == "an" else word
-
-
-def _term(t: _Token) -> str:
-    """A token as a term of a relation or word sequence: singular, unless an acronym (HTTPS is not HTTP)."""
-    return t.low if t.text.isupper() and len(t.text) > 1 else _stem(t.low)
-
-
-def _tokens(text: str) -> list[_Token]:
-    out: list[_Token] = []
-    append = out.append
-    sentence_start = True
-    for m in _TOKEN.finditer(text):
-        kind = m.lastgroup
-        if kind == "punct":
-            raw = m.group()
-            append(_Token("punct", raw, raw, False))
-            sentence_start = raw != ","
-            continue
-        if kind == "suffix":
-            append(_Token("num", m.group("num"), m.group("num"), sentence_start, m.group("suffix").lower()))
-        elif kind == "word":
-            raw = m.group()
-            low = raw.lower()
-            if "-" in low and low.split("-", 1)[0] in NUMBER_WORDS:
-                # "twenty-one", "ten-year-old", "one-week": the number words and the unit are separate terms.
-                for j, part in enumerate(raw.split("-")):
-                    append(_Token("word", part, part.lower(), sentence_start and j == 0))
-            else:
-                append(_Token("word", raw, low, sentence_start))
-        else:
-            raw = m.group()
-            append(_Token(kind or "", raw, raw.lower(), sentence_start))
-        sentence_start = False
-    return out
-
-
-# ---- numbers
-
-
-def _decimal(digits: str) -> Decimal | str:
-    """1,000 -> 1000; 3,5 -> 3.5; -2 -> -2; 3.10, 3.11.2, 5/3/2024, 10:30 stay as written (versions, dates)."""
-    sign = "-" if digits.startswith("-") else ""
-    digits = digits.removeprefix("-")
-    if any(c in digits for c in ":/-") or digits.count(".") > 1 or ("." in digits and digits.endswith("0")):
-        return sign + digits
-    if "," in digits:
-        head, *groups = digits.split(",")
-        if all(len(g) == 3 for g in groups) and "." not in head:
-            digits = head + "".join(groups)
-        elif len(groups) == 1 and "." not in digits:
-            digits = f"{head}.{groups[0]}"
-        else:
-            digits = digits.replace(",", "")
-    try:
-        return Decimal(sign + digits)
-    except InvalidOperation:
-        return sign + digits
-
-
-def _canonical(value: Decimal | str) -> str:
-    if isinstance(value, str):
-        return value
-    text = format(value.normalize(), "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-def _unit_after(tokens: list[_Token], i: int) -> tuple[str, int]:
-    """The unit written after the number ending at token i-1, and how many tokens it takes."""
-    if i >= len(tokens):
-        return "", 0
-    t = tokens[i]
-    if t.kind == "sym" and t.low in ("$", "€", "£", "¥"):
-        return UNITS[t.low], 1
-    if t.kind == "sym" and t.low in ("%", "°"):
-        nxt = tokens[i + 1].low if i + 1 < len(tokens) else ""
-        if t.low == "°" and nxt in ("c", "f", "celsius", "fahrenheit"):
-            return "°" + nxt[0], 2
-        return UNITS[t.low], 1
-    if t.kind != "word":
-        return "", 0
-    if t.low in ("degree", "degrees", "deg") and i + 1 < len(tokens):
-        nxt = tokens[i + 1].low
-        if nxt in ("celsius", "c", "centigrade"):
-            return "°c", 2
-        if nxt in ("fahrenheit", "f"):
-            return "°f", 2
-    if t.low == "per" and i + 1 < len(tokens) and tokens[i + 1].low == "cent":
-        return "%", 2
-    for part in (t.low, t.low.split("-")[0]):
-        if part in UNITS:
-            return UNITS[part], 1
-    return "", 0
-
-
-def _numbers(tokens: list[_Token]) -> Counter[tuple[str, str]]:
-    found: Counter[tuple[str, str]] = Counter()
-    i = 0
-    while i < len(tokens):
-        t = tokens[i]
-        value: Decimal | str | None = None
-        unit = ""
-        start = i
-        if t.kind == "num":
-            value = _decimal(t.text)
-            unit = UNITS.get(t.suffix, t.suffix)
-            if unit == "k" and isinstance(value, Decimal):  # 10k = 10,000
-                value, unit = value * 1000, ""
-            i += 1
-        elif t.kind == "word" and t.low in NUMBER_WORDS:
-            i = _word_number_end(tokens, i)
-            words = [w.low for w in tokens[start:i] if w.low in NUMBER_WORDS]
-            value = _word_value(words)
-            # "one" alone is as often a pronoun ("which one") as a count: it counts only with a unit or multiplier.
-            if words == ["one"] and not _unit_after(tokens, i)[1]:
-                value = None
-        elif t.kind == "word" and (t.low in ORDINALS or (t.low == "second" and i and tokens[i - 1].low == "the")):
-            value, unit = Decimal(ORDINALS.get(t.low, 2)), "th"
-            i += 1
-        else:
-            i += 1
-            continue
-        if value is None:
-            continue
-        if isinstance(value, Decimal) and i < len(tokens) and tokens[i].low in MULTIPLIERS:
-            value *= MULTIPLIERS[tokens[i].low]
-            i += 1
-        if not unit:
-            unit, used_tokens = _unit_after(tokens, i)
-            i += used_tokens
-        if not unit and start > 0:
-            before = tokens[start - 1]
-            if before.low in ("$", "€", "£", "¥") or (before.kind == "word" and before.low in ("usd", "eur", "gbp")):
-                unit = UNITS[before.low]
-        found[_canonical(value), unit] += 1
-    return found
-
-
-def _word_value(words: list[str]) -> Decimal:
-    """The value of number words: "twenty one", "two hundred fifty", "a dozen", "three thousand"."""
-    total = current = 0
-    for w in words:
-        if w in SMALL:
-            current += SMALL[w]
-        elif w == "dozen":
-            current = max(current, 1) * 12
-        elif w == "hundred":
-            current = max(current, 1) * 100
-        else:
-            total += max(current, 1) * MULTIPLIERS[w]
-            current = 0
-    return Decimal(total + current)
-
-
-def _word_number_end(tokens: list[_Token], i: int) -> int:
-    """Index after a run of number words (hyphenated or joined by "and")."""
-    j = i
-    while j < len(tokens):
-        t = tokens[j]
-        number = t.kind == "word" and t.low in NUMBER_WORDS
-        joins = t.low == "and" and j > i and j + 1 < len(tokens) and tokens[j + 1].low in SMALL
-        if not (number or joins):
-            break
-        j += 1
-    return j
+    tokens: tuple[Token, ...]
 
 
 # ---- entities
 
 
-def _case_modes(tokens: list[_Token]) -> tuple[bool, bool]:
+def _case_modes(tokens: list[Token]) -> tuple[bool, bool]:
     """(ALL CAPS, Title Case): such texts capitalise everything, so there capitals name nothing."""
     words = caps = capitalised = 0
     for t in tokens:
@@ -311,17 +108,17 @@ def _case_modes(tokens: list[_Token]) -> tuple[bool, bool]:
     return words >= 3 and caps >= 0.6 * words, rest >= 5 and capitalised >= 0.7 * rest
 
 
-def _entities(text: str, tokens: list[_Token]) -> tuple[frozenset[str], frozenset[str]]:
+def _entities(text: str, tokens: list[Token]) -> tuple[frozenset[str], frozenset[str]]:
     names: set[str] = set()
     phrases = (
-        {_SQUASH.sub("", "".join(g for g in m.groups() if g).lower()) for m in _QUOTED.finditer(text)}
+        {SQUASH.sub("", "".join(g for g in m.groups() if g).lower()) for m in QUOTED.finditer(text)}
         if any(q in text for q in "\"'`")
         else set()
     )
     shouting, title = _case_modes(tokens)
     for t in tokens:
         if t.kind == "url":
-            phrases.add(_SQUASH.sub("", t.low))
+            phrases.add(SQUASH.sub("", t.low))
             continue
         if t.kind != "word":
             continue
@@ -335,19 +132,19 @@ def _entities(text: str, tokens: list[_Token]) -> tuple[frozenset[str], frozense
             continue
         # snake_case, dotted.names (not abbreviations like e.g.), C#, C++
         code = "_" in w or w.endswith(("#", "++")) or ("." in w and any(len(p) > 1 for p in w.split(".")))
-        mixed = bool(_CAMEL.search(w)) and not shouting
+        mixed = bool(CAMEL.search(w)) and not shouting
         capital = (
             w[0].isupper() and not shouting and not title and not (t.start_of_sentence and low in SENTENCE_OPENERS)
         )
         if code or mixed or capital or low in LOWERCASE_NAMES:
-            names.add(_key(w))
+            names.add(name_key(w))
     phrases.discard("")
     return frozenset(names), frozenset(phrases)
 
 
 def _present(name: str, other: _Analysis) -> bool:
     keys = other.key_set
-    if name in keys or _stem(name) in keys or name + "s" in keys:
+    if name in keys or stem(name) in keys or name + "s" in keys:
         return True
     if any(alias in keys or alias + "s" in keys for alias in ALIASES.get(name, ())):
         return True
@@ -373,7 +170,7 @@ def _spelled_out(name: str, keys: tuple[str, ...]) -> bool:
 # ---- relations
 
 
-def _span(tokens: list[_Token], i: int, step: int) -> frozenset[str]:
+def _span(tokens: list[Token], i: int, step: int) -> frozenset[str]:
     """Up to three content words next to a marker (step -1: before it, +1: after it), skipping determiners after."""
     words: list[str] = []
     j = i + step
@@ -384,12 +181,12 @@ def _span(tokens: list[_Token], i: int, step: int) -> frozenset[str]:
         t = tokens[j]
         if t.kind not in ("word", "num") or t.low in FUNCTION_WORDS:
             break
-        words.append(_term(t))
+        words.append(term_of(t))
         j += step
     return frozenset(words)
 
 
-def _relations(tokens: list[_Token]) -> tuple[tuple[frozenset[str], frozenset[str]], ...]:
+def _relations(tokens: list[Token]) -> tuple[tuple[frozenset[str], frozenset[str]], ...]:
     out: list[tuple[frozenset[str], frozenset[str]]] = []
     to_at: int | None = None
     for i, t in enumerate(tokens):
@@ -421,8 +218,8 @@ def _opposed(a: tuple[frozenset[str], frozenset[str]], b: tuple[frozenset[str], 
     return crossed and not straight
 
 
-def _sequence(tokens: tuple[_Token, ...]) -> tuple[str, ...]:
-    return tuple(_term(t) for t in tokens if t.kind in ("word", "num", "sym") or t.low == ",")
+def _sequence(tokens: tuple[Token, ...]) -> tuple[str, ...]:
+    return tuple(term_of(t) for t in tokens if t.kind in ("word", "num", "sym") or t.low == ",")
 
 
 def swapped(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
@@ -456,7 +253,7 @@ def _negator(low: str) -> bool:
     return low in NEGATIONS or low.endswith(("n't", "n'"))
 
 
-def _negations(tokens: list[_Token]) -> Counter[str]:
+def _negations(tokens: list[Token]) -> Counter[str]:
     """Each negation with what it applies to: the next content word ("not signing" -> "signing").
 
     A multiset, not a yes/no flag: "for signing a non-compete" / "for not signing a non-compete" both contain a
@@ -471,7 +268,7 @@ def _negations(tokens: list[_Token]) -> Counter[str]:
         if "-" in low and not _negator(low):
             head, _, rest = low.partition("-")
             if head in NEGATIONS and rest:
-                found[_stem(rest)] += 1
+                found[stem(rest)] += 1
             continue
         if not _negator(low):
             continue
@@ -480,7 +277,7 @@ def _negations(tokens: list[_Token]) -> Counter[str]:
             if nxt.kind == "punct":
                 break
             if nxt.kind in ("word", "num") and nxt.low not in FUNCTION_WORDS and not _negator(nxt.low):
-                scope = _stem(nxt.low)
+                scope = stem(nxt.low)
                 break
         found[scope] += 1
     return found
@@ -491,8 +288,8 @@ def _negations(tokens: list[_Token]) -> Counter[str]:
 
 def _analyse_text(text: str) -> _Analysis:
     if not text.isascii():
-        text = unicodedata.normalize("NFKC", text).translate(_QUOTES)
-    tokens = _tokens(text)
+        text = unicodedata.normalize("NFKC", text).translate(QUOTES)
+    tokens = tokenize(text)
     words: set[str] = set()
     keys: list[str] = []
     for t in tokens:
@@ -500,17 +297,17 @@ def _analyse_text(text: str) -> _Analysis:
         if kind == "word":
             words.add(low)
         if kind in ("word", "num"):
-            keys.append(_key(t.text))
+            keys.append(name_key(t.text))
     entities, phrases = _entities(text, tokens)
     return _Analysis(
-        numbers=_numbers(tokens),
+        numbers=count_numbers(tokens),
         negations=_negations(tokens),
         words=frozenset(words),
         entities=entities,
         phrases=phrases,
         keys=tuple(keys),
         key_set=frozenset(keys),
-        squashed=_SQUASH.sub("", text.lower()),
+        squashed=SQUASH.sub("", text.lower()),
         relations=_relations(tokens),
         tokens=tuple(tokens),
     )
@@ -540,7 +337,7 @@ def _negated_apart(a: _Analysis, b: _Analysis) -> bool:
     if sum(a.negations.values()) != sum(b.negations.values()):
         return True
     for x, y in ((a, b), (b, a)):
-        plain = {_stem(w) for w in y.words} - set(y.negations)
+        plain = {stem(w) for w in y.words} - set(y.negations)
         if any(scope in plain for scope in x.negations - y.negations):
             return True
     return False
@@ -548,8 +345,8 @@ def _negated_apart(a: _Analysis, b: _Analysis) -> bool:
 
 def _flipped(a: _Analysis, b: _Analysis) -> bool:
     """A word only one prompt has whose opposite only the other has."""
-    only_a = {v for w in a.words - b.words for v in (w, _stem(w))}
-    only_b = {v for w in b.words - a.words for v in (w, _stem(w))}
+    only_a = {v for w in a.words - b.words for v in (w, stem(w))}
+    only_b = {v for w in b.words - a.words for v in (w, stem(w))}
     for w in only_a:
         if OPPOSITE.get(w, frozenset()) & only_b:
             return True
