@@ -207,3 +207,31 @@ def test_the_held_out_2_targets(held_out2: list[verification.Judged]) -> None:
     assert false_hits == 0
     assert verification.upper_bound(false_hits, negatives) < verification.TARGET_UPPER_BOUND
     assert paraphrase_hits >= verification.TARGET_PARAPHRASE_HIT_RATE
+
+
+# ---- the third held-out part: held-out 1 and 2 were each evaluated once and so became development data
+
+HELD_OUT3_SHA256 = "a794eaf4e270bc12bf74ea21d295145959f981a158f513fa7643dbcbd2f493b1"
+
+
+def test_the_third_held_out_part_is_the_one_committed_before_the_third_round() -> None:
+    # Committed alone (commit 9d87756), written without opening the verifier's or the guard's rules, before the
+    # threshold and rules of the third round were chosen; editing it burns it.
+    assert hashlib.sha256(verification.HELD_OUT3.read_bytes()).hexdigest() == HELD_OUT3_SHA256
+
+
+def test_the_third_held_out_part_is_large_enough_and_shares_no_prompt() -> None:
+    held = evaluate.load_pairs(verification.HELD_OUT3)
+    counts = Counter(p.kind for p in held)
+    assert counts["paraphrase"] >= 110
+    assert sum(counts[k] for k in NEW_CLASSES) >= 300
+    for kind in NEW_CLASSES:
+        assert counts[kind] >= 33, kind
+    assert set(counts) == {"paraphrase", *NEW_CLASSES}
+    assert all((p.label == "hit") == (p.kind == "paraphrase") for p in held)
+    assert len({(p.a, p.b) for p in held}) == len(held)
+    texts = {t for p in held for t in (p.a, p.b)}
+    others = sorted(f for f in evaluate.HERE.glob("*.jsonl") if f != verification.HELD_OUT3)
+    assert len(others) >= 5
+    earlier = {t for f in others for p in evaluate.load_pairs(f) for t in (p.a, p.b)}
+    assert not texts & earlier

@@ -39,6 +39,8 @@ DEV = evaluate.HERE / "verify_dev.jsonl"
 HELD_OUT = evaluate.HERE / "verify_holdout.jsonl"
 # The second held-out part: written and committed alone once the first was seen (which made it development data).
 HELD_OUT2 = evaluate.HERE / "verify_holdout2.jsonl"
+# The third held-out part: written and committed alone once the second was burned, before the third round of changes.
+HELD_OUT3 = evaluate.HERE / "verify_holdout3.jsonl"
 CLASSES = (
     "opposite",
     "sibling",
