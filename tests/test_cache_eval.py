@@ -107,10 +107,25 @@ def test_the_verification_sets_are_large_enough_and_split_before_tuning() -> Non
     assert not texts & {t for p in earlier for t in (p.a, p.b)}
 
 
-def test_the_verified_threshold_is_the_one_the_development_data_recommends() -> None:
+def test_the_verified_threshold_is_the_one_the_development_data_recommends(
+    held_out: list[verification.Judged], held_out2: list[verification.Judged]
+) -> None:
     # Edit the development pairs or the verifier, and this says to rerun `python -m bench.cache_eval.evaluate`.
-    # Development data: the development part and the burned held-out 1; the rule: no false hit there at all.
-    assert verification.recommended_threshold(verification.tuning()) == VERIFIED_SIMILARITY_THRESHOLD
+    # Development data: the development part and the burned held-out 1 and 2; the rule: the lowest threshold with no
+    # false hit on any of them, plus a margin of 0.02.
+    tuned = {
+        "verify_dev.jsonl": verification.judge(evaluate.load_pairs(verification.DEV)),
+        "pairs.jsonl": verification.judge(evaluate.load_pairs(evaluate.PAIRS)),
+        "held-out 1": held_out,
+        "held-out 2": held_out2,
+    }
+    everything = [j for part in tuned.values() for j in part]
+    zero = verification.zero_point(everything)
+    assert zero is not None
+    for name, part in tuned.items():
+        assert verification.rates(part, zero)[2] == 0, name
+    assert verification.recommended_threshold(everything) == VERIFIED_SIMILARITY_THRESHOLD
+    assert pytest.approx(zero + verification.MARGIN) == VERIFIED_SIMILARITY_THRESHOLD
 
 
 def test_clopper_pearson_upper_bounds() -> None:
@@ -143,7 +158,7 @@ def test_the_burned_held_out_part_has_no_false_hit_at_the_default_threshold(
     assert false_hits == 0
 
 
-@pytest.mark.xfail(strict=True, reason="held-out 1 (burned): 36 % paraphrase hits at 0.77, target 70 %; see curve.md")
+@pytest.mark.xfail(strict=True, reason="held-out 1 (burned): 34 % paraphrase hits at 0.79, target 70 %; see curve.md")
 def test_the_held_out_targets(held_out: list[verification.Judged]) -> None:
     paraphrase_hits, _, false_hits = verification.rates(held_out, VERIFIED_SIMILARITY_THRESHOLD)
     negatives = sum(j.pair.label == "miss" for j in held_out)
@@ -184,14 +199,18 @@ def held_out2() -> list[verification.Judged]:
     return verification.held_out2()
 
 
+# The second round's threshold, at which held-out 2 was measured once.
+SECOND_ROUND_THRESHOLD = 0.77
+
+
 def test_held_out_2_stays_where_it_was_measured_once(held_out2: list[verification.Judged]) -> None:
-    # Measured once with the second verifier frozen (commit 745fc53), at the default threshold 0.77: 3 false hits of
+    # Measured once with the second verifier frozen (commit 745fc53), at its default threshold 0.77: 3 false hits of
     # 279 (1.1 %, upper bound 2.8 %: an opposite said with filler words, a reworded opposite, a reworded role) and
-    # 57 of 107 paraphrases (53.3 %). A regression floor, not a target reached.
-    paraphrase_hits, _, false_hits = verification.rates(held_out2, VERIFIED_SIMILARITY_THRESHOLD)
+    # 57 of 107 paraphrases (53.3 %). A regression floor at that threshold, not a target reached; burned since.
+    paraphrase_hits, _, false_hits = verification.rates(held_out2, SECOND_ROUND_THRESHOLD)
     assert false_hits <= 3
     assert paraphrase_hits >= 0.53
-    for row in verification.rows(held_out2, VERIFIED_SIMILARITY_THRESHOLD):
+    for row in verification.rows(held_out2, SECOND_ROUND_THRESHOLD):
         if row.kind in ("sibling", "action", "place", "number", "negation", "entity", "reversal"):
             assert row.hits == 0, row.kind
 
@@ -199,7 +218,8 @@ def test_held_out_2_stays_where_it_was_measured_once(held_out2: list[verificatio
 @pytest.mark.xfail(
     strict=True,
     reason="held-out 2, measured once: 3 false hits of 279 (upper bound 2.8 %) and 53.3 % paraphrase hits at 0.77; "
-    "at zero false hits (threshold 0.98) no paraphrase hits. Targets: 0 false hits, bound < 1.5 %, >= 70 %",
+    "at zero false hits (threshold 0.98) no paraphrase hits. Burned since; at 0.79 with the third round's rules "
+    "(tuned on it) 0 false hits and 43.9 %. Targets: 0 false hits, bound < 1.5 %, >= 70 %",
 )
 def test_the_held_out_2_targets(held_out2: list[verification.Judged]) -> None:
     paraphrase_hits, _, false_hits = verification.rates(held_out2, VERIFIED_SIMILARITY_THRESHOLD)
