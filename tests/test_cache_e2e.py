@@ -294,7 +294,7 @@ NEAR_MISSES = {
     "sibling": ("How often should I groom my poodle?", "How often should I groom my beagle?"),
     "role": ("Can the lessor end a commercial lease early?", "Can the lessee end a commercial lease early?"),
     "action": ("How do I star a message in Slack?", "How do I snooze a message in Slack?"),
-    # (a place that stays above the stricter 0.77 default: "in my left hip" scores 0.69, below it)
+    # (a place that stays above the stricter 0.79 default: "in my left hip" scores 0.69, below it)
     "place": ("I have a sharp pain in my upper back, what is it?", "I have a sharp pain in my lower back, what is it?"),
     "number": ("How long do I roast a 4 kg turkey?", "How long do I roast a 7 kg turkey?"),
     "negation": ("Can I take ibuprofen with coffee?", "Can I not take ibuprofen with coffee?"),

@@ -107,10 +107,25 @@ def test_the_verification_sets_are_large_enough_and_split_before_tuning() -> Non
     assert not texts & {t for p in earlier for t in (p.a, p.b)}
 
 
-def test_the_verified_threshold_is_the_one_the_development_data_recommends() -> None:
+def test_the_verified_threshold_is_the_one_the_development_data_recommends(
+    held_out: list[verification.Judged], held_out2: list[verification.Judged]
+) -> None:
     # Edit the development pairs or the verifier, and this says to rerun `python -m bench.cache_eval.evaluate`.
-    # Development data: the development part and the burned held-out 1; the rule: no false hit there at all.
-    assert verification.recommended_threshold(verification.tuning()) == VERIFIED_SIMILARITY_THRESHOLD
+    # Development data: the development part and the burned held-out 1 and 2; the rule: the lowest threshold with no
+    # false hit on any of them, plus a margin of 0.02.
+    tuned = {
+        "verify_dev.jsonl": verification.judge(evaluate.load_pairs(verification.DEV)),
+        "pairs.jsonl": verification.judge(evaluate.load_pairs(evaluate.PAIRS)),
+        "held-out 1": held_out,
+        "held-out 2": held_out2,
+    }
+    everything = [j for part in tuned.values() for j in part]
+    zero = verification.zero_point(everything)
+    assert zero is not None
+    for name, part in tuned.items():
+        assert verification.rates(part, zero)[2] == 0, name
+    assert verification.recommended_threshold(everything) == VERIFIED_SIMILARITY_THRESHOLD
+    assert pytest.approx(zero + verification.MARGIN) == VERIFIED_SIMILARITY_THRESHOLD
 
 
 def test_clopper_pearson_upper_bounds() -> None:
@@ -143,7 +158,7 @@ def test_the_burned_held_out_part_has_no_false_hit_at_the_default_threshold(
     assert false_hits == 0
 
 
-@pytest.mark.xfail(strict=True, reason="held-out 1 (burned): 36 % paraphrase hits at 0.77, target 70 %; see curve.md")
+@pytest.mark.xfail(strict=True, reason="held-out 1 (burned): 34 % paraphrase hits at 0.79, target 70 %; see curve.md")
 def test_the_held_out_targets(held_out: list[verification.Judged]) -> None:
     paraphrase_hits, _, false_hits = verification.rates(held_out, VERIFIED_SIMILARITY_THRESHOLD)
     negatives = sum(j.pair.label == "miss" for j in held_out)
@@ -184,14 +199,18 @@ def held_out2() -> list[verification.Judged]:
     return verification.held_out2()
 
 
+# The second round's threshold, at which held-out 2 was measured once.
+SECOND_ROUND_THRESHOLD = 0.77
+
+
 def test_held_out_2_stays_where_it_was_measured_once(held_out2: list[verification.Judged]) -> None:
-    # Measured once with the second verifier frozen (commit 745fc53), at the default threshold 0.77: 3 false hits of
+    # Measured once with the second verifier frozen (commit 745fc53), at its default threshold 0.77: 3 false hits of
     # 279 (1.1 %, upper bound 2.8 %: an opposite said with filler words, a reworded opposite, a reworded role) and
-    # 57 of 107 paraphrases (53.3 %). A regression floor, not a target reached.
-    paraphrase_hits, _, false_hits = verification.rates(held_out2, VERIFIED_SIMILARITY_THRESHOLD)
+    # 57 of 107 paraphrases (53.3 %). A regression floor at that threshold, not a target reached; burned since.
+    paraphrase_hits, _, false_hits = verification.rates(held_out2, SECOND_ROUND_THRESHOLD)
     assert false_hits <= 3
     assert paraphrase_hits >= 0.53
-    for row in verification.rows(held_out2, VERIFIED_SIMILARITY_THRESHOLD):
+    for row in verification.rows(held_out2, SECOND_ROUND_THRESHOLD):
         if row.kind in ("sibling", "action", "place", "number", "negation", "entity", "reversal"):
             assert row.hits == 0, row.kind
 
@@ -199,7 +218,8 @@ def test_held_out_2_stays_where_it_was_measured_once(held_out2: list[verificatio
 @pytest.mark.xfail(
     strict=True,
     reason="held-out 2, measured once: 3 false hits of 279 (upper bound 2.8 %) and 53.3 % paraphrase hits at 0.77; "
-    "at zero false hits (threshold 0.98) no paraphrase hits. Targets: 0 false hits, bound < 1.5 %, >= 70 %",
+    "at zero false hits (threshold 0.98) no paraphrase hits. Burned since; at 0.79 with the third round's rules "
+    "(tuned on it) 0 false hits and 43.9 %. Targets: 0 false hits, bound < 1.5 %, >= 70 %",
 )
 def test_the_held_out_2_targets(held_out2: list[verification.Judged]) -> None:
     paraphrase_hits, _, false_hits = verification.rates(held_out2, VERIFIED_SIMILARITY_THRESHOLD)
@@ -207,3 +227,90 @@ def test_the_held_out_2_targets(held_out2: list[verification.Judged]) -> None:
     assert false_hits == 0
     assert verification.upper_bound(false_hits, negatives) < verification.TARGET_UPPER_BOUND
     assert paraphrase_hits >= verification.TARGET_PARAPHRASE_HIT_RATE
+
+
+# ---- the third held-out part: held-out 1 and 2 were each evaluated once and so became development data
+
+HELD_OUT3_SHA256 = "a794eaf4e270bc12bf74ea21d295145959f981a158f513fa7643dbcbd2f493b1"
+
+
+def test_the_third_held_out_part_is_the_one_committed_before_the_third_round() -> None:
+    # Committed alone (commit 9d87756), written without opening the verifier's or the guard's rules, before the
+    # threshold and rules of the third round were chosen; editing it burns it.
+    assert hashlib.sha256(verification.HELD_OUT3.read_bytes()).hexdigest() == HELD_OUT3_SHA256
+
+
+def test_the_third_held_out_part_is_large_enough_and_shares_no_prompt() -> None:
+    held = evaluate.load_pairs(verification.HELD_OUT3)
+    counts = Counter(p.kind for p in held)
+    assert counts["paraphrase"] >= 110
+    assert sum(counts[k] for k in NEW_CLASSES) >= 300
+    for kind in NEW_CLASSES:
+        assert counts[kind] >= 33, kind
+    assert set(counts) == {"paraphrase", *NEW_CLASSES}
+    assert all((p.label == "hit") == (p.kind == "paraphrase") for p in held)
+    assert len({(p.a, p.b) for p in held}) == len(held)
+    texts = {t for p in held for t in (p.a, p.b)}
+    others = sorted(f for f in evaluate.HERE.glob("*.jsonl") if f != verification.HELD_OUT3)
+    assert len(others) >= 5
+    earlier = {t for f in others for p in evaluate.load_pairs(f) for t in (p.a, p.b)}
+    assert not texts & earlier
+
+
+@pytest.fixture(scope="module")
+def held_out3() -> list[verification.Judged]:
+    return verification.held_out3()
+
+
+# Held-out 3, evaluated once with the third verifier frozen (commit 98907de, "frozen before held-out 3") at its
+# default threshold 0.79: 18 false hits of 307 (5.9 %, upper bound 8.6 %) and 57 of 115 paraphrases (49.6 %); at
+# zero false hits (threshold 0.92) 6.1 % of paraphrases hit. By class (false hits of 34, 35 for opposites):
+# opposite 2, sibling 4, role 4, action 1, place 2, number 0, negation 1, entity 0, reversal 4.
+HELD_OUT3_FALSE_HITS = {
+    "opposite": 2,
+    "sibling": 4,
+    "role": 4,
+    "action": 1,
+    "place": 2,
+    "number": 0,
+    "negation": 1,
+    "entity": 0,
+    "reversal": 4,
+}
+
+
+def test_held_out_3_stays_where_it_was_measured_once(held_out3: list[verification.Judged]) -> None:
+    # A regression floor at the measured figures, not a target reached.
+    paraphrase_hits, _, false_hits = verification.rates(held_out3, VERIFIED_SIMILARITY_THRESHOLD)
+    assert false_hits <= 18
+    assert paraphrase_hits >= 57 / 115 - 1e-9
+    for row in verification.rows(held_out3, VERIFIED_SIMILARITY_THRESHOLD):
+        if row.kind in HELD_OUT3_FALSE_HITS:
+            assert row.hits <= HELD_OUT3_FALSE_HITS[row.kind], row.kind
+    safe = verification.safe_threshold(held_out3)
+    assert safe is not None
+    assert verification.rates(held_out3, safe)[0] >= 7 / 115 - 1e-9
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="held-out 3, measured once: 18 false hits of 307 (upper bound 8.6 %) and 49.6 % paraphrase hits at 0.79; "
+    "at zero false hits (threshold 0.92) 6.1 %. Targets: 0 false hits, bound < 1.5 %, >= 70 %",
+)
+def test_the_held_out_3_targets(held_out3: list[verification.Judged]) -> None:
+    paraphrase_hits, _, false_hits = verification.rates(held_out3, VERIFIED_SIMILARITY_THRESHOLD)
+    negatives = sum(j.pair.label == "miss" for j in held_out3)
+    assert false_hits == 0
+    assert verification.upper_bound(false_hits, negatives) < verification.TARGET_UPPER_BOUND
+    assert paraphrase_hits >= verification.TARGET_PARAPHRASE_HIT_RATE
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="held-out 3, measured once: the best paraphrase hit rate at zero false hits is 6.1 % (threshold 0.92), "
+    "the fallback target of issue 12 being 70 %",
+)
+def test_the_held_out_3_paraphrase_target_at_zero_false_hits(held_out3: list[verification.Judged]) -> None:
+    safe = verification.safe_threshold(held_out3)
+    assert safe is not None
+    assert verification.rates(held_out3, safe)[0] >= verification.TARGET_PARAPHRASE_HIT_RATE

@@ -99,6 +99,44 @@ def test_the_same_part_named_two_ways_or_only_once_passes_the_part_rule(a: str, 
     assert verify.parts(a, b).ok
 
 
+# ---- the contrast rule: each prompt names a different side of one contrast family, however reworded
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        # the burned held-out 2 leaks: a reworded opposite and a reworded role
+        ("How do I stop my bread dough from rising too much?", "my dough barely rises at all, what am I doing wrong"),
+        (
+            "As the seller, what do I have to disclose about the roof?",
+            "I'm buying a house, what should I ask the owners about the roof?",
+        ),
+        (
+            "What should I pack for a trip somewhere really humid?",
+            "I'm travelling somewhere very dry, what should I bring?",
+        ),
+        ("why is my laptop fan so loud when it's idle", "What makes a laptop fan stay quiet even under heavy load?"),
+        ("my landlord won't return the deposit", "as a tenant how do I get my deposit back"),
+    ],
+)
+def test_a_different_side_of_one_contrast_is_refused_however_the_sentence_is_worded(a: str, b: str) -> None:
+    assert verify.contrasts(a, b) == verify.Verdict(False, verify.CONTRAST)
+    assert verify.contrasts(b, a) == verify.Verdict(False, verify.CONTRAST)
+    assert not verify.verify(a, b).ok
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("How do I clean a dirty oven?", "what's the best way to get my filthy oven clean"),  # one side names both
+        ("Can my landlord raise the rent?", "is my landlord allowed to increase my rent"),  # the same side
+        ("How do I sell my car?", "what's the best way to get rid of my old car"),  # only one side names any
+    ],
+)
+def test_the_same_side_or_both_sides_pass_the_contrast_rule(a: str, b: str) -> None:
+    assert verify.contrasts(a, b).ok
+
+
 # ---- the exchange rule: two shared words in each other's place, however reworded
 
 
@@ -130,7 +168,16 @@ def test_the_guards_rules_come_first_and_keep_their_names(a: str, b: str, reason
 
 
 def test_every_reason_is_a_stable_metric_label() -> None:
-    assert set(verify.REASONS) == {"number", "negation", "entity", "order", "substitution", "addition", "part"}
+    assert set(verify.REASONS) == {
+        "number",
+        "negation",
+        "entity",
+        "order",
+        "substitution",
+        "addition",
+        "part",
+        "contrast",
+    }
     assert verify.UNAVAILABLE not in verify.REASONS
 
 

@@ -313,7 +313,12 @@ def main() -> None:
     CURVE.write_text(
         report(pairs=pairs, scored=scored, points=points, chosen=chosen, holdout=holdout)
         + "\n\n"
-        + verification.report(verification.development(), verification.held_out(), verification.held_out2()),
+        + verification.report(
+            verification.development(),
+            verification.held_out(),
+            verification.held_out2(),
+            verification.held_out3(),
+        ),
         encoding="utf-8",
     )
     print(f"wrote {CURVE.relative_to(HERE.parent.parent)}")

@@ -20,11 +20,13 @@ LOCAL_DIMENSIONS = 384
 # `python -m bench.cache_eval.evaluate` redraws it.
 DEFAULT_SIMILARITY_THRESHOLD = 0.81
 # The same with verification on (shared.cache.verify, the default): chosen on development data only
-# (bench/cache_eval/verify_dev.jsonl, pairs.jsonl and the burned first held-out part) as the lowest threshold with
-# no false hit there at all: safety first, a missed paraphrase costs one backend call. The one pair that needs it
-# above 0.74 is a question about the same subject asked differently ("how do I take a screenshot on a Mac" /
-# "where are screenshots saved", 0.761). `python -m bench.cache_eval.verification` shows the curve.
-VERIFIED_SIMILARITY_THRESHOLD = 0.77
+# (bench/cache_eval/verify_dev.jsonl, pairs.jsonl and the burned held-out 1 and 2) by a rule that puts safety first:
+# the lowest threshold with no false hit on any of them (0.77; the pair that needs it above 0.76 is a question
+# about the same subject asked differently, "how do I take a screenshot on a Mac" / "where are screenshots saved",
+# 0.761), plus a margin of 0.02, because both earlier held-out rounds leaked just above their development data's
+# zero point (0.771, 0.787). A missed paraphrase costs one backend call. `python -m bench.cache_eval.verification`
+# shows the curve.
+VERIFIED_SIMILARITY_THRESHOLD = 0.79
 # Sampling parameters that change the answer, in the scope unless `vary_by` says otherwise.
 DEFAULT_VARY_BY = (
     "temperature",

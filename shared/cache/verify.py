@@ -17,12 +17,16 @@ the difference, not on which words differ:
    scratch give a human an infection" / "can a human give a cat an infection");
 5. ``part``: each prompt names a different member of one kind of part or place (anatomy, a building and its
    fittings, a vehicle, a device, a position; `shared.cache.verify_words`), however the rest is worded ("at the
-   gum line" / "when I bite down on the back").
+   gum line" / "when I bite down on the back");
+6. ``contrast``: each prompt names a different side of one contrast family (opposite qualities, the two parties
+   to one transaction, actions that undo each other, relatives; `shared.cache.verify_words`), and neither names
+   the other's side, however the rest is worded ("as the seller, what must I disclose" / "I'm buying, what
+   should I ask"; "dough rising too much" / "dough that barely rises").
 
 What it enumerates is the safe direction: words that mean the same (fix/repair, photo/picture). A synonym it does
 not know costs one backend call; a substitution it does not know to be one would have served a wrong answer.
 Prompts that differ in many words (a reworded paraphrase) are left to rules 4 and 5, the guard and the similarity
-threshold (0.77, chosen for no false hit on the development data).
+threshold (0.79: no false hit on the development data, plus a margin; shared.cache.config).
 
 Deterministic, no model, no I/O; a text is analysed once (memoised). `verify` never raises for any text: the
 cache treats an exception as a failed verification all the same (a BYPASS, never a hit).
@@ -39,7 +43,7 @@ from functools import lru_cache
 
 from shared.cache import guard as cacheguard
 from shared.cache.config import VERIFIED_SIMILARITY_THRESHOLD
-from shared.cache.verify_words import PART_KINDS
+from shared.cache.verify_words import CONTRAST_FAMILIES, PART_KINDS
 
 # The cosine similarity above which the semantic cache considers a stored prompt with this verification on
 # (shared.cache.config explains how it was chosen).
@@ -48,9 +52,10 @@ DEFAULT_SIMILARITY_THRESHOLD = VERIFIED_SIMILARITY_THRESHOLD
 SUBSTITUTION = "substitution"
 ADDITION = "addition"
 PART = "part"
+CONTRAST = "contrast"
 UNAVAILABLE = "unavailable"  # verification raised: the cache bypasses
 # Every reason a candidate can be refused with; stable, they are metric labels.
-REASONS = (*cacheguard.REASONS, SUBSTITUTION, ADDITION, PART)
+REASONS = (*cacheguard.REASONS, SUBSTITUTION, ADDITION, PART, CONTRAST)
 
 # A swap is at most this many content words on either side; more than that is a rewording, left to the threshold.
 MAX_SWAP_WORDS = 3
@@ -269,6 +274,20 @@ def _build_parts() -> dict[str, frozenset[str]]:
 
 
 _PART_KIND: dict[str, frozenset[str]] = _build_parts()
+
+
+def _build_contrasts() -> dict[str, frozenset[tuple[int, int]]]:
+    """Each word (as `_tokens` folds it) to the (family, side) pairs it names."""
+    table: dict[str, frozenset[tuple[int, int]]] = {}
+    for family, sides in enumerate(CONTRAST_FAMILIES):
+        for side, words in enumerate(sides):
+            for w in words.split():
+                stem = _SYNONYM.get(_stem(w), _stem(w))
+                table[stem] = table.get(stem, frozenset()) | {(family, side)}
+    return table
+
+
+_CONTRAST: dict[str, frozenset[tuple[int, int]]] = _build_contrasts()
 _FUNCTION_STEMS = frozenset(_stem(w) for w in _FUNCTION) | _FUNCTION
 _PHRASE_RES = tuple((re.compile(rf"\b{re.escape(p)}\b"), r) for p, r in _PHRASES)
 
@@ -420,6 +439,29 @@ def parts(new: str, stored: str) -> Verdict:
     return SAME
 
 
+@lru_cache(maxsize=4096)
+def _contrasts(text: str) -> dict[int, frozenset[int]]:
+    """The sides of each contrast family the prompt names (shared.cache.verify_words)."""
+    words, content = _tokens(text)
+    found: dict[int, set[int]] = {}
+    for i in content:
+        for family, side in _CONTRAST.get(words[i], ()):
+            found.setdefault(family, set()).add(side)
+    return {family: frozenset(sides) for family, sides in found.items()}
+
+
+def contrasts(new: str, stored: str) -> Verdict:
+    """The contrast rule alone: the prompts name different sides of one family, and no side in common.
+
+    A prompt that names both sides ("how do I clean a dirty oven") is about both and is not refused by this rule.
+    """
+    a, b = _contrasts(new), _contrasts(stored)
+    for family in a.keys() & b.keys():
+        if not a[family] & b[family]:
+            return Verdict(False, CONTRAST)
+    return SAME
+
+
 def verify(new: str, stored: str) -> Verdict:
     """Whether the answer stored for `stored` may be served for `new`; else the first check that objects."""
     if new == stored:
@@ -434,4 +476,7 @@ def verify(new: str, stored: str) -> Verdict:
     if not order.ok:
         return order
     part = parts(new, stored)
-    return part if not part.ok else shape
+    if not part.ok:
+        return part
+    contrast = contrasts(new, stored)
+    return contrast if not contrast.ok else shape
