@@ -126,7 +126,7 @@ def main() -> None:
         env["GATEWAY_BACKENDS"] = json.dumps(backends)
         env.setdefault(
             "GATEWAY_CACHE",
-            json.dumps({"deployments": ["gpt-4o-mini"], "embedder": "local", "ttl_seconds": 3600}),
+            json.dumps({"deployments": ["gpt-4o-mini"], "embedder": "local", "ttl_seconds": 3600, "semantic": True}),
         )
         env.setdefault("GATEWAY_PROBE_SCHEDULE", "*/15 * * * * *")
     env.setdefault("GATEWAY_METRICS_ENDPOINT", "true")  # Prometheus text at /metrics (admin key)

@@ -73,7 +73,8 @@ class FakeEmbedder:
 def make_cache(clock: ManualClock | None = None, **config: Any) -> tuple[Cache, FakeEmbedder]:
     clock = clock or ManualClock()
     embedder = FakeEmbedder()
-    parsed = CacheConfig.parse({"deployments": ["chat"], **config}, DEPLOYMENTS)
+    # These tests are about similar-prompt matching, which a deployment turns on ("semantic": true).
+    parsed = CacheConfig.parse({"deployments": ["chat"], "semantic": True, **config}, DEPLOYMENTS)
     store = EmbeddedVectorStore(clock=clock, max_entries=parsed.max_entries, max_bytes=parsed.max_bytes)
     return Cache(parsed, store, embedder, clock), embedder
 
@@ -662,3 +663,18 @@ async def test_an_unexpected_failure_caused_by_one_request_does_not_pause_the_ca
         assert await state(cache, chat("poison")) == BYPASS
     assert await state(cache, chat("Hello")) == MISS  # not paused for everyone
     assert cache.stats.failures == 3
+
+
+async def test_by_default_only_the_same_prompt_is_a_hit_and_a_paraphrase_goes_to_the_backend() -> None:
+    """Safety first: similar-prompt matching is opted into ("semantic": true), never on by default."""
+    assert not CacheConfig.parse({"deployments": ["chat"]}, DEPLOYMENTS).semantic
+    cache, embedder = make_cache(semantic=False)
+    await miss_then_store(cache, chat("What is the capital of France?"), answer())
+    exact = await cache.lookup(ALICE, chat("What is the capital of France?"), {})
+    assert exact is not None
+    assert exact.state == HIT
+    embedder.tie("Which city is France's capital?", like="What is the capital of France?", cosine=0.99)
+    paraphrase = await cache.lookup(ALICE, chat("Which city is France's capital?"), {})
+    assert paraphrase is not None
+    assert paraphrase.state == MISS
+    assert cache.stats.semantic_hits == 0

@@ -96,7 +96,10 @@ class Stack:
 def stack(gateway_server: Callable[..., GatewayServer], sim: SimulatorThread) -> Callable[..., Stack]:
     def start(clock: Clock = SYSTEM_CLOCK, **cache: Any) -> Stack:
         backends = [{"name": "sim", "endpoint": sim.url, "deployments": ["chat", "embed"]}]
-        settings = settings_for(backends, GATEWAY_CACHE=json.dumps({"deployments": ["chat"], **cache}))
+        # Similar-prompt matching is what these tests are about: a deployment turns it on.
+        settings = settings_for(
+            backends, GATEWAY_CACHE=json.dumps({"deployments": ["chat"], "semantic": True, **cache})
+        )
         limiter = CountingLimiter()
         records: list[RequestRecord] = []
 
