@@ -212,7 +212,7 @@ async def timed(session: aiohttp.ClientSession, url: str, question: str, *, stre
 
 async def end_to_end() -> dict[str, Any]:
     sim_args = ["--ttft-ms", "150", "--tps", "80", "--default-max-tokens", "20", "--embedder", "local"]
-    cache = {"deployments": ["chat"], "embedder": "local", "ttl_seconds": 3600}
+    cache = {"deployments": ["chat"], "embedder": "local", "ttl_seconds": 3600, "semantic": True}
     out: dict[str, Any] = {}
     with simulator(extra=sim_args) as sim_url:
         backends = [{"name": "sim", "endpoint": sim_url, "deployments": ["chat", "embed"],
