@@ -13,7 +13,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -32,19 +32,14 @@ RESPONSES_VERSION = "2025-04-01-preview"
 
 
 @pytest.fixture
-def sims() -> Iterator[Callable[..., SimulatorThread]]:
-    started: list[SimulatorThread] = []
+def sims(sims: Callable[..., SimulatorThread]) -> Callable[..., SimulatorThread]:
+    """The shared simulators, with batches that finish in a fraction of a second."""
 
     def make(name: str, **kwargs: Any) -> SimulatorThread:
         kwargs.setdefault("batch_step_seconds", 0.05)
-        config = SimulatorConfig(name=name, deployments=("chat", "embed"), api_key="sim-key", **kwargs)
-        sim = SimulatorThread(config).start()
-        started.append(sim)
-        return sim
+        return sims(name, **kwargs)
 
-    yield make
-    for sim in started:
-        sim.stop()
+    return make
 
 
 def backend(name: str, url: str, priority: int = 1, **extra: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -20,27 +20,12 @@ from openai import AzureOpenAI, OpenAI
 from devtools.ports import free_port
 from shared.clock import SYSTEM_CLOCK, Clock, ManualClock
 from shared.gateway import Gateway
-from simulator import SimulatorConfig, SimulatorThread
+from simulator import SimulatorThread
 from tests.fixtures.servers import GatewayServer, settings_for
 
 KEY = "test-subscription-key-0123456789abcdef"
 ADMIN = "test-admin-key"
 MESSAGES = [{"role": "user", "content": "Tell me about load balancing"}]
-
-
-@pytest.fixture
-def sims() -> Iterator[Callable[..., SimulatorThread]]:
-    started: list[SimulatorThread] = []
-
-    def make(name: str, **kwargs: Any) -> SimulatorThread:
-        config = SimulatorConfig(name=name, deployments=("chat", "embed"), api_key="sim-key", **kwargs)
-        sim = SimulatorThread(config).start()
-        started.append(sim)
-        return sim
-
-    yield make
-    for sim in started:
-        sim.stop()
 
 
 def backend(name: str, url: str, priority: int = 1, **extra: Any) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import pytest
 from openai import OpenAI
 
 from shared.gateway import Gateway
-from simulator import SimulatorConfig, SimulatorThread
+from simulator import SimulatorThread
 from simulator.config import Latency
 from tests.fixtures.servers import GatewayServer, settings_for
 
@@ -74,21 +74,6 @@ def page(browser: WebDriver) -> Iterator[WebDriver]:
     yield browser
     if browser.current_url.startswith("http"):
         browser.execute_script("window.localStorage.clear()")
-
-
-@pytest.fixture
-def sims() -> Iterator[Callable[..., SimulatorThread]]:
-    started: list[SimulatorThread] = []
-
-    def make(name: str, **kwargs: Any) -> SimulatorThread:
-        config = SimulatorConfig(name=name, deployments=("chat", "embed"), api_key="sim-key", **kwargs)
-        sim = SimulatorThread(config).start()
-        started.append(sim)
-        return sim
-
-    yield make
-    for sim in started:
-        sim.stop()
 
 
 @pytest.fixture
