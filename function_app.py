@@ -148,7 +148,7 @@ async def openai_v1_shape(req: Request) -> Response:
     return await _serve(req, "proxy")
 
 
-@app.route(route="health", methods=["GET"])
+@app.route(route="health", methods=["GET", "HEAD"])  # HEAD: uptime checks
 async def health(req: Request) -> Response:
     return await _serve(req, "health")
 

@@ -363,6 +363,9 @@ def test_health(sims: Callable[..., SimulatorThread], start: Callable[..., Gatew
     status, _, body = raw(gw, "/health", method="GET")
     assert status == 200
     assert body["status"] == "ok"
+    request = urllib.request.Request(gw.url + "/health", method="HEAD")  # what uptime checks send
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert resp.status == 200
 
 
 def test_a_stream_cut_by_the_backend_is_charged_what_was_sent(

@@ -15,7 +15,7 @@ def test_host_serves_exactly_the_registered_functions() -> None:
     http, timers = index(function_app.app, "")
     routes = {f.name: (f.template, f.methods) for f in http}
     assert routes["openai_azure_shape"][0] == "openai/{*path}"
-    assert routes["health"] == ("health", frozenset({"GET"}))
+    assert routes["health"] == ("health", frozenset({"GET", "HEAD"}))
     assert routes["admin"][0] == "gateway/admin/{*path}"
     assert [f.name for f in http][-1] == "not_found"  # the catch-all is matched last
     assert [t.name for t in timers] == ["probe_backends"]

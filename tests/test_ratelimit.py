@@ -270,6 +270,24 @@ async def test_a_limit_changed_mid_window_applies_at_once() -> None:
     await lim.admit(caller(tokens_per_minute=2000), call(1000))
 
 
+async def test_a_limit_lowered_mid_window_stops_the_lease_already_held() -> None:
+    """The lease taken under the old limit is not spent past the new one (found by an independent check)."""
+    lim = limiter(EmbeddedCounterStore(), ManualClock(START))
+    await lim.admit(caller(requests_per_minute=1000), call(1))  # takes a lease sized for 1,000 a minute
+    admitted = 0
+    for _ in range(20):
+        try:
+            await lim.admit(caller(requests_per_minute=2), call(1))
+        except RateLimited:
+            continue
+        admitted += 1
+    assert admitted == 1  # one was already used in this window: one more fits under 2
+    await lim.admit(caller(tokens_per_minute=5000), call(10))  # a token lease of its own
+    await lim.admit(caller(tokens_per_minute=25), call(10))  # 20 of 25
+    with pytest.raises(RateLimited):
+        await lim.admit(caller(tokens_per_minute=25), call(10))  # 30 would pass 25
+
+
 # --- leases: cost and the bound ---------------------------------------------------------------------------
 
 

@@ -41,7 +41,8 @@ def too_large(limits: Limits, rate: Bucket, tokens: int, now: float) -> RateLimi
     """429 for a request that could never fit in one rate window: no Retry-After, and the SDK told not to retry."""
     return RateLimited(
         f"Request too large: it needs an estimated {tokens} tokens and this subscription's limit is "
-        f"{limits.tokens_per_minute} tokens per minute. Lower max_tokens or shorten the prompt.",
+        f"{limits.tokens_per_minute} tokens per minute. Shorten the prompt or set a smaller completion budget "
+        "(max_tokens, max_completion_tokens or max_output_tokens; without one the gateway reserves its default).",
         headers={**limit_headers(limits, rate, None, now), "x-should-retry": "false"},
     )
 

@@ -149,6 +149,18 @@ class Bucket:
             self.exhausted_until = 0.0
             self.short = None
 
+    def clamp(self, caps: Caps) -> None:
+        """Limits lowered mid-window: keep no more of the held lease than the new caps leave room for.
+
+        `seen_*` are the record's totals, which count this lease whole; what is used (here or by other
+        instances) is the total minus what is held. The part beyond the new cap stays counted in the record:
+        the window is at or near its new limit anyway.
+        """
+        if caps.tokens is not None and self.tokens > 0:
+            self.tokens = min(self.tokens, max(0, caps.tokens - (self.seen_tokens - self.tokens)))
+        if caps.requests is not None and self.requests > 0:
+            self.requests = min(self.requests, max(0, caps.requests - (self.seen_requests - self.requests)))
+
     def take(self, tokens: int, requests: int) -> None:
         self.tokens -= tokens
         self.requests -= requests

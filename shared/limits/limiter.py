@@ -309,6 +309,7 @@ class SharedLimiter:
         bucket.roll(window)
         bucket.last_asked = self._clock.now()
         if caps != bucket.caps:  # limits may change (admin PATCH) while a window runs: look at the record again
+            bucket.clamp(caps)  # a lower limit applies to the lease already held, not from the next window
             bucket.caps = caps
             bucket.exhausted_until = 0.0
         return bucket
