@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import dataclasses
-import time
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -287,19 +289,26 @@ def test_empty_and_odd_input_does_not_raise() -> None:
         assert isinstance(check(a, b), Verdict)
 
 
+_TIMING = """
+import time
+from shared.cache.guard import check
+pairs = [
+    (f"How do I reset the password for account {i} on the portal?", f"What's the way to reset account {i}'s password?")
+    for i in range(300)
+]
+start = time.thread_time()
+for a, b in pairs:
+    check(a, b)
+print((time.thread_time() - start) / len(pairs))
+"""
+
+
 def test_a_check_takes_tens_of_microseconds() -> None:
-    pairs = [
-        (
-            f"How do I reset the password for account {i} on the portal?",
-            f"What's the way to reset account {i}'s password?",
-        )
-        for i in range(300)
-    ]
-    # This thread's CPU time, not wall time: other processes, and the suite's server threads, must not decide it.
-    start = time.thread_time()
-    for a, b in pairs:
-        check(a, b)
-    per_pair = (time.thread_time() - start) / len(pairs)
+    # Timed in a fresh interpreter, on its own thread's CPU clock: neither other processes nor whatever the rest
+    # of the suite left running or allocated in this one (a full run measured 600-700 us here) may decide it.
+    root = Path(__file__).resolve().parent.parent
+    run = subprocess.run([sys.executable, "-c", _TIMING], cwd=root, capture_output=True, text=True, check=True)
+    per_pair = float(run.stdout.strip())
     # Both texts new each time; a loose bound (typical: about 150 us with counted negation scopes).
     assert per_pair < 500e-6
 
