@@ -151,15 +151,21 @@ def _period(value: Any, param: str, allowed: tuple[QuotaPeriod, ...] = tuple(Quo
     return period
 
 
+def _object(value: Any, param: str, fields: set[str]) -> dict[str, Any]:
+    """A nested object field: an object, with none but the named fields."""
+    if not isinstance(value, dict):
+        raise BadRequest(f"'{param}' must be an object or null.", param=param)
+    unknown = set(value) - fields
+    if unknown:
+        raise BadRequest(f"'{param}': unknown fields {', '.join(sorted(unknown))}.", param=param)
+    return value
+
+
 def _user_limits(value: Any) -> UserLimits | None:
     if value is None:
         return None
     param = "user_limits"
-    if not isinstance(value, dict):
-        raise BadRequest("'user_limits' must be an object or null.", param=param)
-    unknown = set(value) - {"key", "header", "tokens_per_minute", "token_quota", "token_quota_period"}
-    if unknown:
-        raise BadRequest(f"'user_limits': unknown fields {', '.join(sorted(unknown))}.", param=param)
+    value = _object(value, param, {"key", "header", "tokens_per_minute", "token_quota", "token_quota_period"})
     try:
         key = UserKey(str(value.get("key", "")).lower())
     except ValueError:
@@ -181,11 +187,7 @@ def _budget(value: Any) -> Budget | None:
     if value is None:
         return None
     param = "budget"
-    if not isinstance(value, dict):
-        raise BadRequest("'budget' must be an object or null.", param=param)
-    unknown = set(value) - {"amount", "period", "currency", "thresholds", "action"}
-    if unknown:
-        raise BadRequest(f"'budget': unknown fields {', '.join(sorted(unknown))}.", param=param)
+    value = _object(value, param, {"amount", "period", "currency", "thresholds", "action"})
     amount = value.get("amount")
     if isinstance(amount, bool) or not isinstance(amount, int | float) or not math.isfinite(amount) or amount <= 0:
         raise BadRequest("'budget.amount' must be a positive number.", param=param)
