@@ -46,10 +46,10 @@ _MEMO = 65_536
 @dataclass(frozen=True, slots=True)
 class _Lexicon:
     pos_start: tuple[int, int, int, int]  # first synset id of each of POS, in that order
-    lemmas: dict[str, list[int]]
+    lemmas: dict[str, str]  # lemma -> its synset ids, decimals separated by spaces (see devtools/build_lexicon.py)
     exceptions: dict[str, dict[str, list[str]]]
     antonyms: dict[str, frozenset[str]]
-    hypernyms: list[list[int]]
+    hypernyms: list[str]  # per synset id, its direct hypernyms' ids, as above
 
     def pos_of(self, synset: int) -> str:
         for pos, start in zip(POS[::-1], self.pos_start[::-1], strict=True):
@@ -74,12 +74,16 @@ def _lexicon() -> _Lexicon:
     )
 
 
+def _ids(encoded: str) -> list[int]:
+    return [int(i) for i in encoded.split()]
+
+
 def _normalise(word: str) -> str:
     return " ".join(word.replace("_", " ").lower().split())
 
 
 def _in_pos(lex: _Lexicon, lemma: str, pos: str) -> bool:
-    return any(lex.pos_of(s) == pos for s in lex.lemmas.get(lemma, ()))
+    return any(lex.pos_of(s) == pos for s in _ids(lex.lemmas.get(lemma, "")))
 
 
 @lru_cache(maxsize=_MEMO)
@@ -108,7 +112,7 @@ def lemmas(word: str) -> frozenset[tuple[str, str]]:
 def _synsets(word: str) -> frozenset[int]:
     """Every synset some lemma of the word belongs to in the part of speech that lemma was found in."""
     lex = _lexicon()
-    return frozenset(s for lemma, pos in lemmas(word) for s in lex.lemmas[lemma] if lex.pos_of(s) == pos)
+    return frozenset(s for lemma, pos in lemmas(word) for s in _ids(lex.lemmas[lemma]) if lex.pos_of(s) == pos)
 
 
 def known(word: str) -> bool:
@@ -141,5 +145,5 @@ def cohyponyms(a: str, b: str) -> bool:
     if not sa or not sb or not sa.isdisjoint(sb):
         return False
     hypernyms = _lexicon().hypernyms
-    parents_a = {h for s in sa for h in hypernyms[s]}
-    return any(h in parents_a for s in sb for h in hypernyms[s])
+    parents_a = {h for s in sa for h in _ids(hypernyms[s])}
+    return any(h in parents_a for s in sb for h in _ids(hypernyms[s]))
