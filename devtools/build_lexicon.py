@@ -14,7 +14,8 @@ The file holds one JSON object:
       the range its id falls in.
   "lemmas": {lemma: "synset id ..."}  lowercase, multiword lemmas with spaces ("sister in law"); the ids are
       one string of decimals separated by spaces, because 147k small strings load in ~20 MiB less than as many
-      lists of ints.
+      lists of ints. Within each part of speech the ids are in WordNet's sense order (index.<pos>: the most
+      frequent sense first), so a caller can ask about a word's first senses only.
   "exceptions": {"n"|"v"|"a"|"r": {inflected form: [base form, ...]}}
   "antonyms": [[lemma, lemma], ...]  WordNet's "!" pointers, each unordered pair once, smaller lemma first.
   "hypernyms": ["synset id ...", ...]  indexed by synset id: its direct hypernyms ("@" and "@i"), as above.
@@ -92,6 +93,20 @@ def _ids(synsets: Iterable[int]) -> str:
     return " ".join(str(s) for s in sorted(set(synsets)))
 
 
+def _read_senses(path: Path) -> dict[str, list[int]]:
+    """index.<pos>: each lemma's synset offsets in sense order (wndb(5WN): the most frequent sense first)."""
+    senses: dict[str, list[int]] = {}
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("  "):  # the licence header
+                continue
+            fields = line.split()
+            synset_cnt, p_cnt = int(fields[2]), int(fields[3])
+            offsets = fields[4 + p_cnt + 2 : 4 + p_cnt + 2 + synset_cnt]
+            senses[_lemma(fields[0])] = [int(o) for o in offsets]
+    return senses
+
+
 def build(dict_dir: Path, exc_dir: Path) -> bytes:
     """The gzipped JSON lexicon, byte for byte the same for the same input files."""
     data = {pos: _read_data(dict_dir / f"data.{name}") for pos, name in POS_FILES}
@@ -118,9 +133,22 @@ def build(dict_dir: Path, exc_dir: Path) -> bytes:
                     if a != b:
                         antonyms.add((min(a, b), max(a, b)))
 
+    # Sense order per lemma: a synset's rank is its part's start plus its sense number for that lemma.
+    senses = {pos: _read_senses(dict_dir / f"index.{name}") for pos, name in POS_FILES}
+
+    def ordered(lemma: str, sids: set[int]) -> str:
+        rank: dict[int, int] = {}
+        for pos, _ in POS_FILES:
+            for number, offset in enumerate(senses[pos].get(lemma, ())):
+                sid = ids.get((pos, offset))
+                if sid is not None and sid not in rank:
+                    rank[sid] = pos_start[pos] * 1000 + number
+        # Unranked ids (none are expected) keep their place by id, after the ranked ones of their part.
+        return " ".join(str(s) for s in sorted(sids, key=lambda s: rank.get(s, s * 1000 + 999)))
+
     lexicon = {
         "pos_start": pos_start,
-        "lemmas": {lemma: _ids(sids) for lemma, sids in lemmas.items()},
+        "lemmas": {lemma: ordered(lemma, sids) for lemma, sids in lemmas.items()},
         "exceptions": {pos: _read_exceptions(exc_dir / f"{name}.exc") for pos, name in POS_FILES},
         "antonyms": sorted(antonyms),
         "hypernyms": [_ids(h) for h in hypernyms],

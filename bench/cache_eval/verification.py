@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from bench.cache_eval import evaluate
 from shared.cache import guard as cacheguard
 from shared.cache import verify as cacheverify
+from shared.cache import verify_text
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -213,7 +214,7 @@ def timing(pairs: Sequence[evaluate.Pair], rounds: int = 5) -> tuple[float, floa
     warm: list[float] = []
     for _ in range(rounds):
         cacheguard._analyse.cache_clear()
-        cacheverify._tokens.cache_clear()
+        verify_text.tokens.cache_clear()
         for p in pairs:
             start = time.process_time_ns()
             cacheverify.verify(p.a, p.b)

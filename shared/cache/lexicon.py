@@ -109,10 +109,18 @@ def lemmas(word: str) -> frozenset[tuple[str, str]]:
 
 
 @lru_cache(maxsize=_MEMO)
-def _synsets(word: str) -> frozenset[int]:
-    """Every synset some lemma of the word belongs to in the part of speech that lemma was found in."""
+def _synsets(word: str, senses: int | None = None) -> frozenset[int]:
+    """The synsets some lemma of the word belongs to in the part of speech that lemma was found in.
+
+    With `senses`, only each lemma's first that many senses in that part (WordNet's sense order: the most frequent
+    first), so that a rare sense ("dog" for a dull person) does not make two words synonyms.
+    """
     lex = _lexicon()
-    return frozenset(s for lemma, pos in lemmas(word) for s in _ids(lex.lemmas[lemma]) if lex.pos_of(s) == pos)
+    found: set[int] = set()
+    for lemma, pos in lemmas(word):
+        in_pos = [s for s in _ids(lex.lemmas[lemma]) if lex.pos_of(s) == pos]
+        found.update(in_pos if senses is None else in_pos[:senses])
+    return frozenset(found)
 
 
 def known(word: str) -> bool:
@@ -120,13 +128,16 @@ def known(word: str) -> bool:
     return bool(lemmas(word))
 
 
-def synonyms(a: str, b: str) -> bool:
-    """True if the words share a synset (hence a part of speech), or are the same word once lemmatised."""
+def synonyms(a: str, b: str, senses: int | None = None) -> bool:
+    """True if the words share a synset (hence a part of speech), or are the same word once lemmatised.
+
+    `senses` limits the synsets to each word's first senses (see `_synsets`).
+    """
     if _normalise(a) == _normalise(b):
         return True
     if lemmas(a) & lemmas(b):
         return True
-    return not _synsets(a).isdisjoint(_synsets(b))
+    return not _synsets(a, senses).isdisjoint(_synsets(b, senses))
 
 
 def antonyms(a: str, b: str) -> bool:

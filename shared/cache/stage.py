@@ -211,14 +211,17 @@ class Cache:
             if verdict is None:
                 # The check could not say: never a hit. Not stored either, as for any other bypass.
                 return Lookup(BYPASS, "verification unavailable", check=verify.UNAVAILABLE)
-            if not verdict.ok:
+            # A judge is asked what the local checks cannot prove (a rewording), or everything the guard alone passes
+            # when the verification is off; never to overrule a rule that objects.
+            ask = self.judge is not None and (verdict.reason == verify.UNPROVEN or (verdict.ok and not config.verify))
+            if not verdict.ok and not ask:
                 reason = verdict.reason or "guard"
                 self.stats.guard_rejections += 1
                 self.stats.guard_reasons[reason] = self.stats.guard_reasons.get(reason, 0) + 1
                 log.info("cache verification rejected a match at similarity %.3f: %s", match.similarity, reason)
                 return Lookup(MISS, "guard", plan, similarity=None, check=reason)
             check = "pass"
-            if self.judge is not None:
+            if ask:
                 same = await self._judged(plan.text, match.entry.prompt)
                 if not same:
                     reason = JUDGE if same is False else JUDGE_UNAVAILABLE
