@@ -335,7 +335,7 @@ def test_a_judge_deployment_that_cannot_say_yes_turns_a_paraphrase_into_a_miss(s
     # The simulator answers lorem ipsum, never "yes": the judge cannot say, so the candidate is not served.
     s = stack(judge="chat", judge_timeout_seconds=5)
     s.ask("How do I undo the last git commit?")
-    state, headers, completion = s.ask("How can I undo my last git commit?")
+    state, headers, completion = s.ask("How can I undo my most recent commit in git?")
     assert state == "MISS"
     assert "x-cache-similarity" not in headers
     assert s.records[-1].cache_check == "judge_unavailable"

@@ -107,25 +107,29 @@ def test_the_verification_sets_are_large_enough_and_split_before_tuning() -> Non
     assert not texts & {t for p in earlier for t in (p.a, p.b)}
 
 
-def test_the_verified_threshold_is_the_one_the_development_data_recommends(
-    held_out: list[verification.Judged], held_out2: list[verification.Judged]
+def test_the_proof_lets_no_negative_through_on_any_burned_part_at_any_threshold(
+    held_out: list[verification.Judged],
+    held_out2: list[verification.Judged],
+    held_out3: list[verification.Judged],
+    held_out4: list[verification.Judged],
 ) -> None:
-    # Edit the development pairs or the verifier, and this says to rerun `python -m bench.cache_eval.evaluate`.
-    # Development data: the development part and the burned held-out 1 and 2; the rule: the lowest threshold with no
-    # false hit on any of them, plus a margin of 0.02.
+    # The fourth round's gate (shared.cache.proof): a candidate is served only when every term is matched. On every
+    # part tuned on (development, the burned held-out 1 to 4) no negative hits even at the lowest threshold of the
+    # curve, so the threshold no longer decides safety: it stays at the third round's 0.79, which bounds how many
+    # candidates reach the checks and, when one is configured, the judge deployment (each judge call is a backend call).
     tuned = {
         "verify_dev.jsonl": verification.judge(evaluate.load_pairs(verification.DEV)),
         "pairs.jsonl": verification.judge(evaluate.load_pairs(evaluate.PAIRS)),
         "held-out 1": held_out,
         "held-out 2": held_out2,
+        "held-out 3": held_out3,
+        "held-out 4": held_out4,
     }
-    everything = [j for part in tuned.values() for j in part]
-    zero = verification.zero_point(everything)
-    assert zero is not None
     for name, part in tuned.items():
-        assert verification.rates(part, zero)[2] == 0, name
-    assert verification.recommended_threshold(everything) == VERIFIED_SIMILARITY_THRESHOLD
-    assert pytest.approx(zero + verification.MARGIN) == VERIFIED_SIMILARITY_THRESHOLD
+        assert verification.rates(part, verification.THRESHOLDS[0])[2] == 0, name
+    everything = [j for part in tuned.values() for j in part]
+    assert verification.zero_point(everything) == verification.THRESHOLDS[0]
+    assert VERIFIED_SIMILARITY_THRESHOLD == 0.79
 
 
 def test_clopper_pearson_upper_bounds() -> None:
@@ -138,15 +142,12 @@ def test_clopper_pearson_upper_bounds() -> None:
 FIRST_ROUND_THRESHOLD = 0.74
 
 
-def test_the_held_out_part_stays_where_it_was_measured_once(held_out: list[verification.Judged]) -> None:
-    # A regression check at the figures measured once with the first verifier frozen, not a target reached; held-out 1
-    # is burned since (the second round was tuned on it), so passing here is no evidence of generalisation.
-    paraphrase_hits, _, false_hits = verification.rates(held_out, FIRST_ROUND_THRESHOLD)
-    assert false_hits <= 2
-    assert paraphrase_hits >= 0.43
-    for row in verification.rows(held_out, FIRST_ROUND_THRESHOLD):
-        if row.kind in ("opposite", "sibling", "role", "action", "number", "reversal", "entity"):
-            assert row.hits == 0, row.kind
+def test_the_held_out_part_has_no_false_hit_where_it_was_measured_once(held_out: list[verification.Judged]) -> None:
+    # Measured once with the first verifier frozen, at 0.74: 2 false hits, 43.6 % paraphrase hits (curve.md keeps the
+    # figures). Burned since. The proof now lets none of its negatives through, and none of its 94 rewording
+    # paraphrases either: a rewording is unproven, a miss unless a judge deployment says "same".
+    _, _, false_hits = verification.rates(held_out, FIRST_ROUND_THRESHOLD)
+    assert false_hits == 0
 
 
 def test_the_burned_held_out_part_has_no_false_hit_at_the_default_threshold(
@@ -158,7 +159,7 @@ def test_the_burned_held_out_part_has_no_false_hit_at_the_default_threshold(
     assert false_hits == 0
 
 
-@pytest.mark.xfail(strict=True, reason="held-out 1 (burned): 34 % paraphrase hits at 0.79, target 70 %; see curve.md")
+@pytest.mark.xfail(strict=True, reason="held-out 1 (burned): no paraphrase is proven at 0.79 (all reword), target 70 %")
 def test_the_held_out_targets(held_out: list[verification.Judged]) -> None:
     paraphrase_hits, _, false_hits = verification.rates(held_out, VERIFIED_SIMILARITY_THRESHOLD)
     negatives = sum(j.pair.label == "miss" for j in held_out)
@@ -203,23 +204,19 @@ def held_out2() -> list[verification.Judged]:
 SECOND_ROUND_THRESHOLD = 0.77
 
 
-def test_held_out_2_stays_where_it_was_measured_once(held_out2: list[verification.Judged]) -> None:
-    # Measured once with the second verifier frozen (commit 745fc53), at its default threshold 0.77: 3 false hits of
-    # 279 (1.1 %, upper bound 2.8 %: an opposite said with filler words, a reworded opposite, a reworded role) and
-    # 57 of 107 paraphrases (53.3 %). A regression floor at that threshold, not a target reached; burned since.
-    paraphrase_hits, _, false_hits = verification.rates(held_out2, SECOND_ROUND_THRESHOLD)
-    assert false_hits <= 3
-    assert paraphrase_hits >= 0.53
-    for row in verification.rows(held_out2, SECOND_ROUND_THRESHOLD):
-        if row.kind in ("sibling", "action", "place", "number", "negation", "entity", "reversal"):
-            assert row.hits == 0, row.kind
+def test_held_out_2_has_no_false_hit_where_it_was_measured_once(held_out2: list[verification.Judged]) -> None:
+    # Measured once with the second verifier frozen (commit 745fc53) at 0.77: 3 false hits of 279 (1.1 %, upper bound
+    # 2.8 %) and 57 of 107 paraphrases (53.3 %). Burned since; with the proof, no false hit and no paraphrase (all
+    # reword) at that threshold.
+    _, _, false_hits = verification.rates(held_out2, SECOND_ROUND_THRESHOLD)
+    assert false_hits == 0
 
 
 @pytest.mark.xfail(
     strict=True,
     reason="held-out 2, measured once: 3 false hits of 279 (upper bound 2.8 %) and 53.3 % paraphrase hits at 0.77; "
-    "at zero false hits (threshold 0.98) no paraphrase hits. Burned since; at 0.79 with the third round's rules "
-    "(tuned on it) 0 false hits and 43.9 %. Targets: 0 false hits, bound < 1.5 %, >= 70 %",
+    "at zero false hits (threshold 0.98) no paraphrase hits. Burned since; with the proof 0 false hits and no "
+    "paraphrase proven (all reword). Targets: 0 false hits, bound < 1.5 %, >= 70 %",
 )
 def test_the_held_out_2_targets(held_out2: list[verification.Judged]) -> None:
     paraphrase_hits, _, false_hits = verification.rates(held_out2, VERIFIED_SIMILARITY_THRESHOLD)
@@ -280,16 +277,15 @@ HELD_OUT3_FALSE_HITS = {
 
 
 def test_held_out_3_stays_where_it_was_measured_once(held_out3: list[verification.Judged]) -> None:
-    # A regression floor at the measured figures, not a target reached.
+    # Burned since its one evaluation (the figures above, in curve.md). With the fourth round's proof: no false hit
+    # at any threshold, and 1 of its 115 paraphrases (written to reword) proven.
     paraphrase_hits, _, false_hits = verification.rates(held_out3, VERIFIED_SIMILARITY_THRESHOLD)
-    assert false_hits <= 18
-    assert paraphrase_hits >= 57 / 115 - 1e-9
+    assert false_hits == 0
+    assert paraphrase_hits >= 1 / 115 - 1e-9
     for row in verification.rows(held_out3, VERIFIED_SIMILARITY_THRESHOLD):
         if row.kind in HELD_OUT3_FALSE_HITS:
-            assert row.hits <= HELD_OUT3_FALSE_HITS[row.kind], row.kind
-    safe = verification.safe_threshold(held_out3)
-    assert safe is not None
-    assert verification.rates(held_out3, safe)[0] >= 7 / 115 - 1e-9
+            assert row.hits == 0, row.kind
+    assert verification.safe_threshold(held_out3) == 0.5
 
 
 @pytest.mark.xfail(
@@ -314,3 +310,58 @@ def test_the_held_out_3_paraphrase_target_at_zero_false_hits(held_out3: list[ver
     safe = verification.safe_threshold(held_out3)
     assert safe is not None
     assert verification.rates(held_out3, safe)[0] >= verification.TARGET_PARAPHRASE_HIT_RATE
+
+
+# ---- the fourth held-out part: held-out 3 was evaluated once and so became development data
+
+HELD_OUT4_SHA256 = "459208387323c8d5782bcdee2d6086e1836139e46359bcf18e2def2e9739ff89"
+
+
+def test_the_fourth_held_out_part_is_the_one_committed_before_the_fourth_round() -> None:
+    # Committed alone (commit f626c38), written without opening the verifier's or the guard's rules, before the proof
+    # (the fourth round) was written; evaluated once with it frozen (commit 6078051). Burned since.
+    assert hashlib.sha256(verification.HELD_OUT4.read_bytes()).hexdigest() == HELD_OUT4_SHA256
+
+
+def test_the_fourth_held_out_part_is_large_enough_and_shares_no_prompt() -> None:
+    held = evaluate.load_pairs(verification.HELD_OUT4)
+    counts = Counter(p.kind for p in held)
+    assert counts["paraphrase"] >= 160
+    assert sum(counts[k] for k in NEW_CLASSES) >= 360
+    for kind in NEW_CLASSES:
+        assert counts[kind] >= 40, kind
+    assert set(counts) == {"paraphrase", *NEW_CLASSES}
+    assert all((p.label == "hit") == (p.kind == "paraphrase") for p in held)
+    assert len({(p.a, p.b) for p in held}) == len(held)
+    texts = {t.strip().lower() for p in held for t in (p.a, p.b)}
+    others = sorted(f for f in evaluate.HERE.glob("*.jsonl") if f != verification.HELD_OUT4)
+    earlier = {t.strip().lower() for f in others for p in evaluate.load_pairs(f) for t in (p.a, p.b)}
+    assert not texts & earlier
+
+
+@pytest.fixture(scope="module")
+def held_out4() -> list[verification.Judged]:
+    return verification.held_out4()
+
+
+def test_held_out_4_stays_where_it_was_measured_once(held_out4: list[verification.Judged]) -> None:
+    # Measured once with the proof frozen (commit 6078051) at 0.79: 1 false hit of 377 (0.27 %, upper bound 1.25 %: a
+    # crossed comparative, "make a small room look bigger" / "make a big room look smaller", whose words the proof
+    # matched by lemma) and 31 of 167 paraphrases (18.6 %; none of the 125 rewordings). The fix made after looking
+    # at it (a comparative or superlative only matches its own degree) is why held-out 4 is development data now.
+    paraphrase_hits, _, false_hits = verification.rates(held_out4, VERIFIED_SIMILARITY_THRESHOLD)
+    assert false_hits == 0
+    assert paraphrase_hits >= 31 / 167 - 1e-9
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="held-out 4, measured once: 1 false hit of 377 (upper bound 1.25 %) and 18.6 % paraphrase hits at 0.79. "
+    "Targets: 0 false hits, bound < 1.5 %, >= 70 %",
+)
+def test_the_held_out_4_targets(held_out4: list[verification.Judged]) -> None:
+    paraphrase_hits, _, false_hits = verification.rates(held_out4, VERIFIED_SIMILARITY_THRESHOLD)
+    negatives = sum(j.pair.label == "miss" for j in held_out4)
+    assert false_hits == 0
+    assert verification.upper_bound(false_hits, negatives) < verification.TARGET_UPPER_BOUND
+    assert paraphrase_hits >= verification.TARGET_PARAPHRASE_HIT_RATE

@@ -16,7 +16,9 @@ from shared.errors import ConfigError, NoBackendAvailable
 from shared.proxy import BackendCall, Exhausted, ProxyResult
 from tests.test_cache import ALICE, DEPLOYMENTS, answer, chat, make_cache, miss_then_store
 
-STORED, ASKED = "How do I fix a flat bike tyre?", "how can I repair a flat bike tyre"
+# A rewording the local checks cannot prove (the judge is asked only for those), and one they can (never asked).
+STORED, ASKED = "How do I fix a flat bike tyre?", "my bike tyre went flat, what should I do?"
+PROVEN = "how can I repair a flat bike tyre"
 
 
 class ScriptedProxy:
@@ -91,3 +93,29 @@ async def test_verdicts_are_memoised_either_way_round_and_failures_are_not() -> 
     assert await failing.same("a", "b") is None
     assert await failing.same("a", "b") is None
     assert failing.stats.calls == 2
+
+
+async def test_a_proven_candidate_is_served_without_asking_the_judge() -> None:
+    # The local proof matched every term: the judge would cost a backend call for nothing.
+    proxy = ScriptedProxy("no")
+    cache, embedder = make_cache(similarity_threshold=0.9)
+    await miss_then_store(cache, chat(STORED), answer())
+    embedder.tie(PROVEN, like=STORED, cosine=0.97)
+    cache.judge = Judge(proxy, "chat", timeout_seconds=1)  # type: ignore[arg-type]
+    lookup = await cache.lookup(ALICE, chat(PROVEN), {})
+    assert lookup is not None
+    assert (lookup.state, lookup.check) == (HIT, "pass")
+    assert proxy.calls == []
+
+
+async def test_the_judge_never_overrules_a_rule_that_objects() -> None:
+    # A different number is the guard's objection, final: a "yes" from the judge is never asked for.
+    proxy = ScriptedProxy("yes")
+    cache, embedder = make_cache(similarity_threshold=0.9)
+    await miss_then_store(cache, chat("How long do I roast a 4 kg turkey?"), answer())
+    embedder.tie("How long do I roast a 7 kg turkey?", like="How long do I roast a 4 kg turkey?", cosine=0.98)
+    cache.judge = Judge(proxy, "chat", timeout_seconds=1)  # type: ignore[arg-type]
+    lookup = await cache.lookup(ALICE, chat("How long do I roast a 7 kg turkey?"), {})
+    assert lookup is not None
+    assert (lookup.state, lookup.check) == (MISS, "number")
+    assert proxy.calls == []

@@ -177,6 +177,7 @@ def test_every_reason_is_a_stable_metric_label() -> None:
         "addition",
         "part",
         "contrast",
+        "unproven",
     }
     assert verify.UNAVAILABLE not in verify.REASONS
 

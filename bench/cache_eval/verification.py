@@ -46,6 +46,9 @@ HELD_OUT2 = evaluate.HERE / "verify_holdout2.jsonl"
 # The second held-out part, burned too (the third round of rules and the threshold were chosen looking at it).
 # The third held-out part: written and committed alone once the second was burned, before the third round of changes.
 HELD_OUT3 = evaluate.HERE / "verify_holdout3.jsonl"
+# The fourth held-out part: written and committed alone (commit f626c38) once held-out 3 was burned, before the fourth
+# round (the proof, shared.cache.proof) was written, and evaluated once with it frozen (commit 6078051).
+HELD_OUT4 = evaluate.HERE / "verify_holdout4.jsonl"
 CLASSES = (
     "opposite",
     "sibling",
@@ -153,6 +156,10 @@ def held_out2() -> list[Judged]:
 
 def held_out3() -> list[Judged]:
     return judge(evaluate.load_pairs(HELD_OUT3))
+
+
+def held_out4() -> list[Judged]:
+    return judge(evaluate.load_pairs(HELD_OUT4))
 
 
 def burned_sets() -> dict[str, list[Judged]]:

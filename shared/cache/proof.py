@@ -6,7 +6,7 @@ opposite, a part, a reversal) let a rewording through whenever its difference wa
 the check can show that nothing differs. Every term of each prompt must be matched by a term of the other:
 
 * content words, lightly stemmed, by the same word, a synonym the verification folds (`shared.cache.verify_text`),
-  or a WordNet synonym in one of the first senses of both words (`shared.cache.lexicon`);
+  or a WordNet synonym in the first (most frequent) sense of both words (`shared.cache.lexicon`);
 * the words that change a question without being content, which the other rules drop: the question word (how,
   what, why, when, where, who; "what's the best way to" and "how can I" are one "how"), the modality (can, should,
   must, may), the past tense, the relation words (from, into, than, within, during, between), the quantifiers
@@ -36,9 +36,9 @@ from shared.cache.verify_text import (
     words,
 )
 
-# A WordNet synonym counts only in one of the first senses of both words: "dog" shares a synset with "frump" and
-# "buy" with "bribe" only in rare senses.
-SENSES = 2
+# A WordNet synonym counts only in the first (most frequent) sense of both words: "dog" shares a synset with "frump"
+# (its second sense) and "buy" with "bribe" (its third); "car" and "automobile", "fix" and "repair" share their first.
+SENSES = 1
 
 # Question frames that ask how to do something, folded to "how" before the words are read.
 _FRAMES = tuple(
@@ -62,7 +62,7 @@ _FRAMES = tuple(
             "",
         ),
         (r"\b(?:i want to|i'd like to|i would like to|i need to|i wanna) (?:know|understand|find out|learn)\b", ""),
-        (r"\b(?:i wonder|i was wondering|do you know|does anyone know|any idea)\b", ""),
+        (r"\b(?:i wonder|i was wondering|do you know|does anyone know|any idea|quick question)\b", ""),
         (r"\bis it (?:possible|ok|okay|fine|alright) (?:to|for me to)\b", "can i"),
         (r"\bwhat (?:should|do|can) (?:i|we) do\b", "what"),
     )
@@ -196,6 +196,19 @@ def _same_markers(a: frozenset[str], b: frozenset[str]) -> bool:
     return (not qa and len(qb) == 1 and qb <= _OPEN) or (not qb and len(qa) == 1 and qa <= _OPEN)
 
 
+def _interchangeable(a: str, b: str) -> bool:
+    """The same word once lemmatised, or WordNet synonyms, in the same degree ("small" / "smaller" are not)."""
+    return _degree(a) == _degree(b) and lexicon.synonyms(a, b, senses=SENSES)
+
+
+def _degree(word: str) -> str:
+    """ "er" or "est" for a comparative or superlative WordNet knows as one (bigger, largest), else ""."""
+    for suffix in ("est", "er"):
+        if word.endswith(suffix) and any(pos in "ar" and lemma != word for lemma, pos in lexicon.lemmas(word)):
+            return suffix
+    return ""
+
+
 def _same_roles(a: tuple[tuple[str, str, str], ...], b: tuple[tuple[str, str, str], ...]) -> bool:
     """The same persons as subjects and as objects, and each subject followed by a word in common on both sides."""
     if {(p, case) for p, case, _ in a} != {(p, case) for p, case, _ in b}:
@@ -224,7 +237,7 @@ def proven(new: str, stored: str) -> bool:
     # WordNet synonym (few words: a greedy match is enough, and it errs towards unproven).
     same_as: dict[str, str] = {}
     for key, word in left.items():
-        partner = next((k for k, w in right.items() if lexicon.synonyms(word, w, senses=SENSES)), None)
+        partner = next((k for k, w in right.items() if _interchangeable(word, w)), None)
         if partner is None:
             return False
         same_as[partner] = key
