@@ -114,6 +114,8 @@ _AUXILIARIES = words(
 )
 # Words that order two things; the things on either side must stay there (`_same_pivots`).
 _PIVOTS = words("after before until till since instead rather than vs versus unlike")
+# Prepositions whose object must stay theirs (`_same_relations`).
+_RELATIONS = words("to from for into onto with against toward towards by about of on in at over under through")
 # Function words to the other rules, content here: a verb of wanting or liking changes what is asked.
 _CONTENT_HERE = frozenset(
     {"like", "likes", "liked", "need", "needs", "want", "wants", "help", "helps", "try", "go", "than", "rather", "vs"}
@@ -131,6 +133,7 @@ class Terms:
     # (person, "subject" or "object", the folded word that follows the pronoun, or "" at the end)
     roles: tuple[tuple[str, str, str], ...]
     pivots: tuple[tuple[str, str, str], ...]  # (the content word before, the pivot, the content word after)
+    relations: tuple[tuple[str, str], ...]  # (a preposition, the content word after it, or "" at the end)
 
 
 @lru_cache(maxsize=4096)
@@ -142,9 +145,13 @@ def terms(text: str) -> Terms:
     markers: set[str] = set()
     persons: list[str] = []
     roles: list[tuple[str, str, str]] = []
+    relations: list[tuple[str, str]] = []
+    pending: list[str] = []  # prepositions waiting for the content word they govern
     raws = TOKEN.findall(lowered)
     for at, raw in enumerate(raws):
         word = raw.replace("-", "")
+        if word in _RELATIONS:
+            pending.append(word)
         if word in _SUBJECTS or word in _OBJECTS:
             case = "subject" if word in _SUBJECTS else "object"
             roles.append((_PERSONS[word], case, _following(raws, at + 1)))
@@ -161,13 +168,24 @@ def terms(text: str) -> Terms:
         if word not in _CONTENT_HERE and (word in DROP or word in FUNCTION or stemmed in FUNCTION_STEMS):
             continue
         content.append((SYNONYM.get(stemmed, stemmed), word))
+        relations.extend((prep, content[-1][0]) for prep in pending)
+        pending.clear()
+    relations.extend((prep, "") for prep in pending)
     negations = len(_NEGATION.findall(lowered))
     pivots = tuple(
         (content[i - 1][0] if i > 0 else "", key, content[i + 1][0] if i + 1 < len(content) else "")
         for i, (key, _) in enumerate(content)
         if key in _PIVOTS
     )
-    return Terms(tuple(content), frozenset(markers), negations, tuple(persons), tuple(sorted(roles)), pivots)
+    return Terms(
+        tuple(content),
+        frozenset(markers),
+        negations,
+        tuple(persons),
+        tuple(sorted(roles)),
+        pivots,
+        tuple(sorted(set(relations))),
+    )
 
 
 def _following(raws: list[str], start: int) -> str:
@@ -244,7 +262,19 @@ def proven(new: str, stored: str) -> bool:
         del right[partner]
     if right:
         return False
+    if not _same_relations(a.relations, tuple((p, same_as.get(x, x)) for p, x in b.relations)):
+        return False
     return _same_pivots(a.pivots, tuple((same_as.get(x, x), p, same_as.get(y, y)) for x, p, y in b.pivots))
+
+
+def _same_relations(a: tuple[tuple[str, str], ...], b: tuple[tuple[str, str], ...]) -> bool:
+    """A preposition both prompts use governs a word in common on both sides ("food meant for dogs" / "food meant
+    for cats" is caught by the unmatched word; "a charger for my phone from my laptop" / "a charger for my laptop from
+    my phone" keeps its words and swaps what each preposition governs)."""
+    for prep in {p for p, _ in a} & {p for p, _ in b}:
+        if {x for p, x in a if p == prep}.isdisjoint({x for p, x in b if p == prep}):
+            return False
+    return True
 
 
 def _same_pivots(a: tuple[tuple[str, str, str], ...], b: tuple[tuple[str, str, str], ...]) -> bool:
