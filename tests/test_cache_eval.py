@@ -365,3 +365,30 @@ def test_the_held_out_4_targets(held_out4: list[verification.Judged]) -> None:
     assert false_hits == 0
     assert verification.upper_bound(false_hits, negatives) < verification.TARGET_UPPER_BOUND
     assert paraphrase_hits >= verification.TARGET_PARAPHRASE_HIT_RATE
+
+
+# ---- the fifth held-out part: held-out 4 was evaluated once and so became development data
+
+HELD_OUT5_SHA256 = "ae144563f1349d7a6600e49927ab493ec97dfbeac03ec6fb9927bb5b327aecb1"
+
+
+def test_the_fifth_held_out_part_is_the_one_committed_before_the_fifth_round_was_frozen() -> None:
+    # Committed alone (commit a732930), written without opening the verifier's, the proof's or the guard's rules.
+    assert hashlib.sha256(verification.HELD_OUT5.read_bytes()).hexdigest() == HELD_OUT5_SHA256
+
+
+def test_the_fifth_held_out_part_is_large_enough_and_shares_no_prompt() -> None:
+    held = evaluate.load_pairs(verification.HELD_OUT5)
+    counts = Counter(p.kind for p in held)
+    assert counts["paraphrase"] >= 160
+    assert sum(counts[k] for k in NEW_CLASSES) >= 378
+    for kind in NEW_CLASSES:
+        assert counts[kind] >= 42, kind
+    assert set(counts) == {"paraphrase", *NEW_CLASSES}
+    assert all((p.label == "hit") == (p.kind == "paraphrase") for p in held)
+    assert len({(p.a, p.b) for p in held}) == len(held)
+    texts = {t.strip().lower() for p in held for t in (p.a, p.b)}
+    others = sorted(f for f in evaluate.HERE.glob("*.jsonl") if f != verification.HELD_OUT5)
+    assert len(others) >= 7
+    earlier = {t.strip().lower() for f in others for p in evaluate.load_pairs(f) for t in (p.a, p.b)}
+    assert not texts & earlier

@@ -125,3 +125,16 @@ def test_terms_are_memoised_and_any_text_is_read_without_error() -> None:
         proof.terms(text)
         assert isinstance(proof.proven(text, "How do I reset my password?"), bool)
     assert proof.terms("How do I reset my password?") is proof.terms("How do I reset my password?")
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("Can I charge my phone from my laptop?", "Can I charge my laptop from my phone?"),
+        ("Do I add salt to the water before the pasta goes in?", "Do I add salt to the pasta before the water is in?"),
+        ("Can a tenant be evicted by a landlord?", "Can a landlord be evicted by a tenant?"),
+    ],
+)
+def test_a_preposition_both_use_keeps_what_it_governs(a: str, b: str) -> None:
+    assert not proof.proven(a, b)
+    assert not verify.verify(a, b).ok

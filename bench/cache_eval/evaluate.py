@@ -313,12 +313,7 @@ def main() -> None:
     CURVE.write_text(
         report(pairs=pairs, scored=scored, points=points, chosen=chosen, holdout=holdout)
         + "\n\n"
-        + verification.report(
-            verification.development(),
-            verification.held_out(),
-            verification.held_out2(),
-            verification.held_out3(),
-        ),
+        + verification.report(verification.tuned_parts(), verification.held_out5(), "Held-out 5"),
         encoding="utf-8",
     )
     print(f"wrote {CURVE.relative_to(HERE.parent.parent)}")
