@@ -392,3 +392,36 @@ def test_the_fifth_held_out_part_is_large_enough_and_shares_no_prompt() -> None:
     assert len(others) >= 7
     earlier = {t.strip().lower() for f in others for p in evaluate.load_pairs(f) for t in (p.a, p.b)}
     assert not texts & earlier
+
+
+@pytest.fixture(scope="module")
+def held_out5() -> list[verification.Judged]:
+    return verification.held_out5()
+
+
+# Held-out 5, evaluated once with the fifth round frozen (commit 0525247) at 0.79: 0 false hits of 396 (upper bound
+# 0.75 %), 23 of 163 paraphrases (14.1 %); the same at every threshold from 0.60 to 0.85. By class, none of 44 in
+# each of the nine.
+
+
+def test_the_held_out_5_safety_targets(held_out5: list[verification.Judged]) -> None:
+    # Issue 12: false hits 0 with the 95 % upper bound under 1.5 %, on pairs written before the round was frozen.
+    _, _, false_hits = verification.rates(held_out5, VERIFIED_SIMILARITY_THRESHOLD)
+    negatives = sum(j.pair.label == "miss" for j in held_out5)
+    assert false_hits == 0
+    assert verification.upper_bound(false_hits, negatives) < verification.TARGET_UPPER_BOUND
+    for row in verification.rows(held_out5, VERIFIED_SIMILARITY_THRESHOLD):
+        if row.kind in NEW_CLASSES:
+            assert row.hits == 0, row.kind
+    # Safety first: the best paraphrase hit rate at zero false hits, measured once (the fallback the issue names).
+    assert verification.safe_threshold(held_out5) == 0.5
+    assert verification.rates(held_out5, VERIFIED_SIMILARITY_THRESHOLD)[0] >= 23 / 163 - 1e-9
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="held-out 5, measured once: 14.1 % paraphrase hits at zero false hits (target 70 %): a rewording is "
+    "unproven, a miss unless a judge deployment says the two are the same",
+)
+def test_the_held_out_5_paraphrase_target(held_out5: list[verification.Judged]) -> None:
+    assert verification.rates(held_out5, VERIFIED_SIMILARITY_THRESHOLD)[0] >= verification.TARGET_PARAPHRASE_HIT_RATE
