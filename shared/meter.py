@@ -51,9 +51,28 @@ class SentContent:
         self._escaped = bytearray()
 
     def feed(self, events: bytes) -> None:
-        if b'"content"' in events:
+        compact = events.count(b'"content":"')
+        if compact != events.count(b'"content"'):  # spaced out, or a null content: the pattern reads it
             for part in _CONTENT_RE.findall(events):
                 self._escaped += part
+            return
+        # The compact form, as Azure and the simulator send it: a find for each end instead of the pattern
+        # (half the CPU per event); a text with an escaped quote in it goes to the pattern.
+        at = events.find(b'"content":"') if compact else -1
+        while at >= 0:
+            start = at + 11
+            end = events.find(b'"', start)
+            if end < 0:
+                return
+            if events[end - 1] == 0x5C:  # a backslash before the quote: escapes, read by the pattern
+                found = _CONTENT_RE.match(events, at)
+                if found is None:
+                    return
+                self._escaped += found.group(1)
+                end = found.end() - 1
+            else:
+                self._escaped += events[start:end]
+            at = events.find(b'"content":"', end + 1)
 
     def text(self) -> str:
         escaped = bytes(self._escaped)

@@ -94,6 +94,7 @@ class RelayedStream:
         relay = self._relay
         try:
             yield first
+            first = b""  # not held for the stream's life by this frame
             async for chunk in chunks:
                 self._reads += 1
                 out = relay.feed(chunk)
