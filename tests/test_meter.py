@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.meter import SentContent
 from shared.tokens import count_text
@@ -28,3 +32,41 @@ def test_sent_content_of_a_stream_with_only_a_role_event_is_nothing() -> None:
     sent = SentContent()
     sent.feed(_event({"role": "assistant", "content": ""}) + b"data: [DONE]\n\n")
     assert sent.tokens() == 0
+
+
+def _reference(events: list[bytes]) -> str:
+    """What the pattern alone reads: the reckoning before the compact form got its own path."""
+    escaped = b"".join(part for e in events for part in re.findall(rb'"content"\s*:\s*"((?:[^"\\]|\\.)*)"', e))
+    try:
+        text: str = json.loads(b'"' + escaped + b'"')
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return escaped.decode("utf-8", "replace")
+    return text
+
+
+_texts = st.text(alphabet=st.sampled_from(["a", " ", '"', "\\", "\n", "é", "負", "\u2028", "}", ":", ","]), max_size=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.one_of(st.none(), _texts), st.booleans(), st.booleans()),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_the_compact_path_reads_what_the_pattern_reads(deltas: list[tuple[str | None, bool, bool]]) -> None:
+    # Compact (as Azure sends it) or spaced JSON, null content, quotes and backslashes, several events in one read.
+    events: list[bytes] = []
+    for content, compact, together in deltas:
+        chunk = {"choices": [{"index": 0, "delta": {"content": content}}]}
+        body = json.dumps(chunk, separators=(",", ":") if compact else (", ", ": "), ensure_ascii=False).encode()
+        event = b"data: " + body + b"\n\n"
+        if together and events:
+            events[-1] += event
+        else:
+            events.append(event)
+    sent = SentContent()
+    for event in events:
+        sent.feed(event)
+    assert sent.text() == _reference(events)
