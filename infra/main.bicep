@@ -76,7 +76,7 @@ param cacheEnabled bool = true
 param cacheTtlSeconds int = 3600
 @allowed(['quantizedFlat', 'diskANN'])
 param cacheVectorIndexType string = 'quantizedFlat'
-@description('More GATEWAY_CACHE fields (see the README), merged over the ones built here; similar-prompt matching is opted into with {"semantic": true}, ideally with a "judge" deployment.')
+@description('More GATEWAY_CACHE fields (see the README), merged over the ones built here; similar prompts are served only when proven the same question; {"semantic": false} keeps exact matches only, {"judge": "<deployment>"} asks a model about rewordings.')
 param cacheSettings object = {}
 param cosmosDatabaseName string = 'gateway'
 param cosmosContainerName string = 'semcache'

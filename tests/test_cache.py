@@ -73,8 +73,7 @@ class FakeEmbedder:
 def make_cache(clock: ManualClock | None = None, **config: Any) -> tuple[Cache, FakeEmbedder]:
     clock = clock or ManualClock()
     embedder = FakeEmbedder()
-    # These tests are about similar-prompt matching, which a deployment turns on ("semantic": true).
-    parsed = CacheConfig.parse({"deployments": ["chat"], "semantic": True, **config}, DEPLOYMENTS)
+    parsed = CacheConfig.parse({"deployments": ["chat"], **config}, DEPLOYMENTS)
     store = EmbeddedVectorStore(clock=clock, max_entries=parsed.max_entries, max_bytes=parsed.max_bytes)
     return Cache(parsed, store, embedder, clock), embedder
 
@@ -665,16 +664,28 @@ async def test_an_unexpected_failure_caused_by_one_request_does_not_pause_the_ca
     assert cache.stats.failures == 3
 
 
-async def test_by_default_only_the_same_prompt_is_a_hit_and_a_paraphrase_goes_to_the_backend() -> None:
-    """Safety first: similar-prompt matching is opted into ("semantic": true), never on by default."""
-    assert not CacheConfig.parse({"deployments": ["chat"]}, DEPLOYMENTS).semantic
+async def test_by_default_a_similar_prompt_is_served_only_when_proven() -> None:
+    # Similar-prompt matching is on unless "semantic": false; what it serves is what the proof matches term for term.
+    assert CacheConfig.parse({"deployments": ["chat"]}, DEPLOYMENTS).semantic
+    cache, embedder = make_cache()
+    await miss_then_store(cache, chat("What is the capital of France?"), answer())
+    embedder.tie("what's the capital of France", like="What is the capital of France?", cosine=0.99)
+    embedder.tie("Which city is France's capital?", like="What is the capital of France?", cosine=0.99)
+    proven = await cache.lookup(ALICE, chat("what's the capital of France"), {})
+    reworded = await cache.lookup(ALICE, chat("Which city is France's capital?"), {})
+    assert proven is not None
+    assert reworded is not None
+    assert (proven.state, reworded.state, reworded.check) == (HIT, MISS, "unproven")
+
+
+async def test_with_semantic_off_only_the_same_prompt_is_a_hit() -> None:
     cache, embedder = make_cache(semantic=False)
     await miss_then_store(cache, chat("What is the capital of France?"), answer())
     exact = await cache.lookup(ALICE, chat("What is the capital of France?"), {})
     assert exact is not None
     assert exact.state == HIT
-    embedder.tie("Which city is France's capital?", like="What is the capital of France?", cosine=0.99)
-    paraphrase = await cache.lookup(ALICE, chat("Which city is France's capital?"), {})
+    embedder.tie("what's the capital of France", like="What is the capital of France?", cosine=0.99)
+    paraphrase = await cache.lookup(ALICE, chat("what's the capital of France"), {})
     assert paraphrase is not None
     assert paraphrase.state == MISS
     assert cache.stats.semantic_hits == 0

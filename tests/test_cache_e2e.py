@@ -329,6 +329,10 @@ def test_a_near_miss_of_every_class_is_answered_by_the_backend(stack: Callable[.
     state, _, _ = s.ask("how can I convert kilograms into pounds")
     assert state == "HIT"
     assert s.records[-1].cache_check == "pass"
+    # A rewording the local checks cannot prove goes to the backend (no judge deployment here).
+    state, _, _ = s.ask("what's the formula to turn a weight in kilograms into pounds")
+    assert state == "MISS"
+    assert s.records[-1].cache_check in ("unproven", "")
 
 
 def test_a_judge_deployment_that_cannot_say_yes_turns_a_paraphrase_into_a_miss(stack: Callable[..., Stack]) -> None:
