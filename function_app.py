@@ -191,12 +191,13 @@ async def probe_backends(timer: func.TimerRequest) -> None:
 
 
 # The browser pages (shared/pages.py): static files from a fixed manifest, the keys stay with the caller.
-@app.route(route="chat/{*path}", methods=["GET", "HEAD"])
+# Every method, so that a POST gets the pages' own 405 with Allow, not the fallback's 404.
+@app.route(route="chat/{*path}", methods=ALL_METHODS)
 async def chat_page(req: Request) -> Response:
     return await _serve(req, "pages")
 
 
-@app.route(route="dashboard/{*path}", methods=["GET", "HEAD"])
+@app.route(route="dashboard/{*path}", methods=ALL_METHODS)
 async def dashboard_page(req: Request) -> Response:
     return await _serve(req, "pages")
 

@@ -102,6 +102,8 @@ def parse(request: GatewayRequest, operation: Operation, deployment: str | None,
         _check_chat(body)
     else:
         _check_embeddings(body)
+    if "user" in body and not isinstance(body["user"], str):  # the end user's id, forwarded: a string in the spec
+        raise BadRequest("'user' must be a string.", param="user")
     for name, ceiling in (("max_tokens", MAX_TOKENS), ("max_completion_tokens", MAX_TOKENS), ("n", MAX_N)):
         value = body.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= ceiling):

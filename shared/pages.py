@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shared.errors import GatewayError, MethodNotAllowed, NotFound, error_response
+from shared.logs import clip
 from shared.models import GatewayRequest, GatewayResponse
 
 if TYPE_CHECKING:
@@ -115,14 +116,14 @@ def serve(request: GatewayRequest) -> GatewayResponse:
     """The page or file a path names, a redirect to the page's canonical URL, or a 404 envelope."""
     if request.method not in ("GET", "HEAD"):
         raise MethodNotAllowed(
-            f"{request.method} is not supported on {request.path}; use GET.", headers={"Allow": "GET"}
+            f"{clip(request.method, 20)} is not supported on {clip(request.path)}; use GET.", headers={"Allow": "GET"}
         )
     target = REDIRECTS.get(request.path)
     if target is not None:
         return GatewayResponse(302, _headers(request, location=target, **{"cache-control": "no-cache"}))
     asset = MANIFEST.get(request.path)
     if asset is None:
-        raise NotFound(f"No such page: {request.path}", code="page_not_found")
+        raise NotFound(f"No such page: {clip(request.path)}", code="page_not_found")
     loaded = _load(asset)
     headers = _headers(request, etag=loaded.etag, **{"cache-control": "no-cache", "content-type": asset.content_type})
     if _not_modified(request.headers.get("if-none-match", ""), loaded.etag):

@@ -100,6 +100,10 @@ def test_a_reader_may_look_but_not_change_and_a_token_without_a_role_is_refused(
     status, trail = http(gw, "/gateway/admin/audit", method="GET", headers={"x-admin-key": ADMIN})
     assert status == 200
     assert trail["data"] == []  # nothing was changed
+    # A limit out of range is refused, not quietly clamped.
+    for bad in ("-5", "0", "1001", "ten"):
+        status, body = http(gw, f"/gateway/admin/audit?limit={bad}", method="GET", headers={"x-admin-key": ADMIN})
+        assert (status, body["error"]["param"]) == (400, "limit"), bad
 
 
 def test_the_shared_admin_key_can_be_switched_off(

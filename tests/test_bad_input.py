@@ -104,6 +104,8 @@ BAD_BODIES: list[tuple[bytes, str | None]] = [
     (json.dumps({"messages": MESSAGES, "max_tokens": 1.5}).encode(), "max_tokens"),
     (json.dumps({"messages": MESSAGES, "n": 0}).encode(), "n"),
     (json.dumps({"messages": MESSAGES, "model": {"x": 1}}).encode(), "model"),
+    (json.dumps({"messages": MESSAGES, "user": {"id": 1}}).encode(), "user"),
+    (json.dumps({"messages": MESSAGES, "user": 42}).encode(), "user"),
 ]
 
 

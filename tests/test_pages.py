@@ -108,7 +108,10 @@ def test_the_pages_open_no_way_around_the_keys(gw: GatewayServer) -> None:
         assert get(gw, path, {"referer": gw.url + "/dashboard/", "origin": gw.url})[0] == 401
     for path in ("/v1/models", "/usage"):
         assert get(gw, path)[0] == 401
-    assert get(gw, "/chat/", method="POST")[0] == 404
+    for path in ("/chat/", "/dashboard/"):
+        status, headers, body = get(gw, path, method="POST")
+        assert (status, headers["allow"]) == (405, "GET"), path
+        assert json.loads(body)["error"]["code"]
 
 
 class _Page(HTMLParser):

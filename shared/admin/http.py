@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared import jsonbody
 from shared.admin.access import authorize
-from shared.admin.audit import DEFAULT_LIMIT, AuditTrail
+from shared.admin.audit import DEFAULT_LIMIT, MAX_LIMIT, AuditTrail
 from shared.admin.backends import backends_report, stats_report
 from shared.admin.subscriptions import SubscriptionAdmin
 from shared.clock import parse_instant
@@ -52,9 +52,12 @@ def _limit(text: str | None) -> int:
     if text is None:
         return DEFAULT_LIMIT
     try:
-        return int(text)
+        limit = int(text)
     except ValueError:
         raise BadRequest("'limit' must be a whole number.", param="limit") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadRequest(f"'limit' must be from 1 to {MAX_LIMIT}.", param="limit")
+    return limit
 
 
 async def handle(gateway: Gateway, request: GatewayRequest) -> GatewayResponse:
