@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
 
 import pytest
@@ -191,7 +192,7 @@ def test_the_second_held_out_part_is_large_enough_and_shares_no_prompt() -> None
     texts = {t for p in held for t in (p.a, p.b)}
     others = sorted(f for f in evaluate.HERE.glob("*.jsonl") if f != verification.HELD_OUT2)
     assert len(others) >= 4
-    earlier = {t for f in others for p in evaluate.load_pairs(f) for t in (p.a, p.b)}
+    earlier = {t for f in others for t in evaluate.prompt_texts(f)}
     assert not texts & earlier
 
 
@@ -250,7 +251,7 @@ def test_the_third_held_out_part_is_large_enough_and_shares_no_prompt() -> None:
     texts = {t for p in held for t in (p.a, p.b)}
     others = sorted(f for f in evaluate.HERE.glob("*.jsonl") if f != verification.HELD_OUT3)
     assert len(others) >= 5
-    earlier = {t for f in others for p in evaluate.load_pairs(f) for t in (p.a, p.b)}
+    earlier = {t for f in others for t in evaluate.prompt_texts(f)}
     assert not texts & earlier
 
 
@@ -335,7 +336,7 @@ def test_the_fourth_held_out_part_is_large_enough_and_shares_no_prompt() -> None
     assert len({(p.a, p.b) for p in held}) == len(held)
     texts = {t.strip().lower() for p in held for t in (p.a, p.b)}
     others = sorted(f for f in evaluate.HERE.glob("*.jsonl") if f != verification.HELD_OUT4)
-    earlier = {t.strip().lower() for f in others for p in evaluate.load_pairs(f) for t in (p.a, p.b)}
+    earlier = {t.strip().lower() for f in others for t in evaluate.prompt_texts(f)}
     assert not texts & earlier
 
 
@@ -390,7 +391,7 @@ def test_the_fifth_held_out_part_is_large_enough_and_shares_no_prompt() -> None:
     texts = {t.strip().lower() for p in held for t in (p.a, p.b)}
     others = sorted(f for f in evaluate.HERE.glob("*.jsonl") if f != verification.HELD_OUT5)
     assert len(others) >= 7
-    earlier = {t.strip().lower() for f in others for p in evaluate.load_pairs(f) for t in (p.a, p.b)}
+    earlier = {t.strip().lower() for f in others for t in evaluate.prompt_texts(f)}
     assert not texts & earlier
 
 
@@ -425,3 +426,19 @@ def test_the_held_out_5_safety_targets(held_out5: list[verification.Judged]) -> 
 )
 def test_the_held_out_5_paraphrase_target(held_out5: list[verification.Judged]) -> None:
     assert verification.rates(held_out5, VERIFIED_SIMILARITY_THRESHOLD)[0] >= verification.TARGET_PARAPHRASE_HIT_RATE
+
+
+# ---- held-out triples 6: the cache tried end to end as a new user would (bench.cache_triples), run once
+
+TRIPLES6_SHA256 = "431419130675f6dfe13e4b9c2cf27b0342946be469e9a49df7dcc755ba0c643d"
+
+
+def test_the_triples_are_the_ones_committed_before_the_end_to_end_run() -> None:
+    # Committed alone (commit 048a372) by someone who had not opened the checks, once the fifth round was measured.
+    path = evaluate.HERE / "triples_holdout6.jsonl"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == TRIPLES6_SHA256
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert Counter(r["kind"] for r in rows) == dict.fromkeys(("opposite", "sibling", "role", "action", "place"), 16)
+    others = sorted(f for f in evaluate.HERE.glob("*.jsonl") if f != path)
+    earlier = {t.strip().lower() for f in others for t in evaluate.prompt_texts(f)}
+    assert not {t.strip().lower() for t in evaluate.prompt_texts(path)} & earlier

@@ -86,6 +86,13 @@ def load_pairs(path: Path = PAIRS) -> list[Pair]:
     return pairs
 
 
+def prompt_texts(path: Path) -> set[str]:
+    """Every prompt a file holds, pairs ("a", "b") or triples ("question", "paraphrase", "minimal")."""
+    keys = ("a", "b", "question", "paraphrase", "minimal")
+    with path.open(encoding="utf-8") as f:
+        return {row[k] for line in f if line.strip() for row in [json.loads(line)] for k in keys if k in row}
+
+
 def similarities(pairs: Sequence[Pair]) -> npt.NDArray[np.float32]:
     """Cosine of each pair's prompts (the model's vectors are unit length, so a dot product)."""
     # Many prompts appear in several pairs: each is embedded once.
