@@ -61,6 +61,7 @@ BENCHES = (
     Bench("bench.embed_bench", ("--prompts", "100"), 120, "local embedding load time and time per prompt"),
     Bench("bench.cache_bench", ("--quick",), 300, "semantic cache: store lookups, embeddings, hit against miss"),
     Bench("bench.cache_eval.evaluate", (), 180, "cache threshold evidence over labelled pairs (rewrites curve.md)"),
+    Bench("bench.cache_triples", (), 180, "question, paraphrase and minimal pair end to end through the openai SDK"),
     Bench("bench.fuzz", ("--examples", "5000"), 300, "every route fuzzed over HTTP: statuses, 5xx (target 0)"),
 )
 
