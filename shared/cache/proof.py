@@ -148,13 +148,14 @@ def terms(text: str) -> Terms:
     relations: list[tuple[str, str]] = []
     pending: list[str] = []  # prepositions waiting for the content word they govern
     raws = TOKEN.findall(lowered)
+    following = _following(raws)
     for at, raw in enumerate(raws):
         word = raw.replace("-", "")
         if word in _RELATIONS:
             pending.append(word)
         if word in _SUBJECTS or word in _OBJECTS:
             case = "subject" if word in _SUBJECTS else "object"
-            roles.append((_PERSONS[word], case, _following(raws, at + 1)))
+            roles.append((_PERSONS[word], case, following[at]))
         if word in _MARKERS:
             markers.add(_MARKERS[word])
             continue
@@ -188,16 +189,19 @@ def terms(text: str) -> Terms:
     )
 
 
-def _following(raws: list[str], start: int) -> str:
-    for raw in raws[start:]:
-        word = raw.replace("-", "")
-        if word in _AUXILIARIES or word in DROP or word in _MARKERS or word in _PERSONS:
-            continue
-        if word not in _CONTENT_HERE and (word in FUNCTION or stem(word) in FUNCTION_STEMS):
-            continue
-        stemmed = stem(word)
-        return SYNONYM.get(stemmed, stemmed)
-    return ""
+def _following(raws: list[str]) -> list[str]:
+    """For each position, the folded word the nearest significant word after it makes ("" at the end): one pass
+    from the end, so a prompt of many pronouns costs no more than any other."""
+    out = [""] * len(raws)
+    nearest = ""
+    for at in range(len(raws) - 1, -1, -1):
+        out[at] = nearest
+        word = raws[at].replace("-", "")
+        skipped = word in _AUXILIARIES or word in DROP or word in _MARKERS or word in _PERSONS
+        if not skipped and (word in _CONTENT_HERE or not (word in FUNCTION or stem(word) in FUNCTION_STEMS)):
+            stemmed = stem(word)
+            nearest = SYNONYM.get(stemmed, stemmed)
+    return out
 
 
 # A prompt without a question word ("explain closures in JavaScript") asks what or how; never why, when, where, who.
