@@ -21,13 +21,11 @@ import pytest
 from openai import AzureOpenAI, OpenAI
 from pydantic import BaseModel
 
-from shared.clock import SYSTEM_CLOCK, Clock
-from shared.gateway import Gateway
 from simulator import SimulatorConfig, SimulatorThread
-from tests.fixtures.servers import GatewayServer, settings_for
+from tests.fixtures.servers import DEMO_ADMIN_KEY as ADMIN
+from tests.fixtures.servers import DEMO_KEY as KEY
+from tests.fixtures.servers import GatewayServer, backend
 
-KEY = "test-subscription-key-0123456789abcdef"
-ADMIN = "test-admin-key"
 RESPONSES_VERSION = "2025-04-01-preview"
 
 
@@ -40,19 +38,6 @@ def sims(sims: Callable[..., SimulatorThread]) -> Callable[..., SimulatorThread]
         return sims(name, **kwargs)
 
     return make
-
-
-def backend(name: str, url: str, priority: int = 1, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "endpoint": url, "priority": priority, "deployments": ["chat", "embed"], **extra}
-
-
-@pytest.fixture
-def start(gateway_server: Callable[..., GatewayServer]) -> Callable[..., GatewayServer]:
-    def start_gateway(backends: list[dict[str, Any]], clock: Clock = SYSTEM_CLOCK, **env: str) -> GatewayServer:
-        settings = settings_for(backends, GATEWAY_DEMO_KEY=KEY, GATEWAY_ADMIN_KEY=ADMIN, **env)
-        return gateway_server(lambda: Gateway(settings, clock=clock))
-
-    return start_gateway
 
 
 def v1(gw: GatewayServer) -> OpenAI:
@@ -88,9 +73,11 @@ def paths(sim: SimulatorThread) -> list[str]:
 # --- responses ---------------------------------------------------------------------------------
 
 
-def test_a_response_plain_through_both_shapes(sims: Callable[..., SimulatorThread], start: Callable[..., Any]) -> None:
+def test_a_response_plain_through_both_shapes(
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., Any]
+) -> None:
     sim = sims("a")
-    gw = start([backend("a", sim.url)])
+    gw = demo_gateway([backend("a", sim.url)])
     plain = v1(gw).responses.create(model="chat", input="Say something about gateways", max_output_tokens=8)
     assert plain.output_text
     assert plain.usage is not None
@@ -103,9 +90,9 @@ def test_a_response_plain_through_both_shapes(sims: Callable[..., SimulatorThrea
 
 
 def test_a_streamed_response_is_relayed_event_by_event_and_metered_from_response_completed(
-    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., Any]
 ) -> None:
-    gw = start([backend("a", sims("a").url)], GATEWAY_METRICS_ENDPOINT="true")
+    gw = demo_gateway([backend("a", sims("a").url)], GATEWAY_METRICS_ENDPOINT="true")
     client = v1(gw)
     events = list(client.responses.create(model="chat", input="Stream me", max_output_tokens=6, stream=True))
     kinds = [e.type for e in events]
@@ -141,10 +128,10 @@ def test_a_streamed_response_is_relayed_event_by_event_and_metered_from_response
 
 
 def test_a_chain_of_follow_ups_lands_on_the_backend_that_stored_each_predecessor(
-    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., Any]
 ) -> None:
     a, b = sims("a"), sims("b")
-    gw = start([backend("a", a.url), backend("b", b.url)])
+    gw = demo_gateway([backend("a", a.url), backend("b", b.url)])
     client = v1(gw)
     first = client.responses.with_raw_response.create(model="chat", input="Start a story", max_output_tokens=4)
     home = first.headers["x-gateway-backend"]
@@ -163,10 +150,10 @@ def test_a_chain_of_follow_ups_lands_on_the_backend_that_stored_each_predecessor
 
 
 def test_a_pinned_backend_that_is_down_answers_503_with_retry_after_not_another_backends_404(
-    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., Any]
 ) -> None:
     a, b = sims("a"), sims("b")
-    gw = start([backend("a", a.url), backend("b", b.url)])
+    gw = demo_gateway([backend("a", a.url), backend("b", b.url)])
     client = v1(gw)
     made = client.responses.with_raw_response.create(model="chat", input="Remember me", max_output_tokens=4)
     home = made.headers["x-gateway-backend"]
@@ -181,9 +168,9 @@ def test_a_pinned_backend_that_is_down_answers_503_with_retry_after_not_another_
 
 
 def test_another_subscriptions_response_is_not_found(
-    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., Any]
 ) -> None:
-    gw = start([backend("a", sims("a").url)])
+    gw = demo_gateway([backend("a", sims("a").url)])
     made = v1(gw).responses.create(model="chat", input="Mine", max_output_tokens=4)
     status, _, created = raw(
         gw,
@@ -207,9 +194,9 @@ class Weather(BaseModel):
 
 
 def test_chat_completions_parse_with_a_pydantic_model(
-    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., Any]
 ) -> None:
-    gw = start([backend("a", sims("a").url)])
+    gw = demo_gateway([backend("a", sims("a").url)])
     parsed = v1(gw).chat.completions.parse(
         model="chat", messages=[{"role": "user", "content": "Weather in Paris?"}], response_format=Weather
     )
@@ -217,8 +204,8 @@ def test_chat_completions_parse_with_a_pydantic_model(
     assert isinstance(weather, Weather)
 
 
-def test_streamed_tool_calls(sims: Callable[..., SimulatorThread], start: Callable[..., Any]) -> None:
-    gw = start([backend("a", sims("a").url)])
+def test_streamed_tool_calls(sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., Any]) -> None:
+    gw = demo_gateway([backend("a", sims("a").url)])
     tools = [
         {
             "type": "function",
@@ -267,10 +254,10 @@ def _batch_file(lines: int) -> bytes:
 
 
 def test_a_file_upload_then_a_batch_that_references_it_polled_to_completion(
-    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., Any]
 ) -> None:
     a, b = sims("a"), sims("b")
-    gw = start([backend("a", a.url), backend("b", b.url)])
+    gw = demo_gateway([backend("a", a.url), backend("b", b.url)])
     client = azure(gw)
     uploaded = client.files.with_raw_response.create(file=("requests.jsonl", _batch_file(3)), purpose="batch")
     home = uploaded.headers["x-gateway-backend"]
@@ -311,10 +298,10 @@ def test_a_file_upload_then_a_batch_that_references_it_polled_to_completion(
 
 
 def test_lists_show_only_the_callers_own_objects(
-    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., Any]
 ) -> None:
     sim = sims("a")
-    gw = start([backend("a", sim.url)])
+    gw = demo_gateway([backend("a", sim.url)])
     # A file uploaded to the backend directly, not through the gateway: no subscription of the gateway owns it.
     boundary = "xyz123"
     form = (
@@ -341,9 +328,9 @@ def test_lists_show_only_the_callers_own_objects(
 
 
 def test_legacy_completions_plain_and_streamed_are_metered(
-    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., Any]
 ) -> None:
-    gw = start([backend("a", sims("a").url)])
+    gw = demo_gateway([backend("a", sims("a").url)])
     done = azure(gw, "2024-10-21").completions.create(model="chat", prompt="Once upon a time", max_tokens=5)
     assert done.choices[0].text
     assert done.usage is not None
@@ -354,8 +341,8 @@ def test_legacy_completions_plain_and_streamed_are_metered(
     assert report["current"]["completion_tokens"] >= done.usage.completion_tokens
 
 
-def test_images_generated_and_edited(sims: Callable[..., SimulatorThread], start: Callable[..., Any]) -> None:
-    gw = start([backend("a", sims("a").url)])
+def test_images_generated_and_edited(sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., Any]) -> None:
+    gw = demo_gateway([backend("a", sims("a").url)])
     made = azure(gw, "2024-10-21").images.generate(model="chat", prompt="A red gateway", response_format="b64_json")
     assert made.data
     assert made.data[0].b64_json
@@ -366,10 +353,10 @@ def test_images_generated_and_edited(sims: Callable[..., SimulatorThread], start
 
 
 def test_an_audio_upload_is_transcribed_through_both_shapes(
-    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., Any]
 ) -> None:
     sim = sims("a")
-    gw = start([backend("a", sim.url)])
+    gw = demo_gateway([backend("a", sim.url)])
     audio = b"RIFF" + bytes(4000)
     text = azure(gw, "2024-10-21").audio.transcriptions.create(model="chat", file=("talk.wav", audio, "audio/wav"))
     assert text.text
@@ -381,9 +368,9 @@ def test_an_audio_upload_is_transcribed_through_both_shapes(
 
 
 def test_speech_is_downloaded_as_a_binary_stream(
-    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., Any]
 ) -> None:
-    gw = start([backend("a", sims("a").url)])
+    gw = demo_gateway([backend("a", sims("a").url)])
     text = " ".join(["word"] * 400)
     with v1(gw).audio.speech.with_streaming_response.create(
         model="chat", voice="alloy", input=text, response_format="wav"
@@ -396,9 +383,9 @@ def test_speech_is_downloaded_as_a_binary_stream(
 
 
 def test_an_upload_over_its_limit_is_413_and_not_retried(
-    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., Any]
 ) -> None:
-    gw = start([backend("a", sims("a").url)])
+    gw = demo_gateway([backend("a", sims("a").url)])
     client = OpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=2)
     with pytest.raises(openai.APIStatusError) as caught:
         client.audio.transcriptions.create(model="chat", file=("big.wav", bytes(26 * 1024 * 1024), "audio/wav"))
@@ -407,9 +394,9 @@ def test_an_upload_over_its_limit_is_413_and_not_retried(
 
 
 def test_a_request_larger_than_the_rate_limit_is_429_and_not_retried_while_a_throttled_one_says_when(
-    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., Any]
 ) -> None:
-    gw = start([backend("a", sims("a").url)])
+    gw = demo_gateway([backend("a", sims("a").url)])
     status, _, created = raw(
         gw,
         "/gateway/admin/subscriptions",
@@ -432,9 +419,9 @@ def test_a_request_larger_than_the_rate_limit_is_429_and_not_retried_while_a_thr
 
 
 def test_an_unsupported_route_lists_the_supported_operations(
-    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., Any]
 ) -> None:
-    gw = start([backend("a", sims("a").url)])
+    gw = demo_gateway([backend("a", sims("a").url)])
     status, _, body = raw(gw, "/v1/assistants", method="POST", body=b"{}")
     assert status == 404
     assert body["error"]["code"] == "route_not_found"
@@ -449,9 +436,9 @@ def test_an_unsupported_route_lists_the_supported_operations(
 
 
 def test_a_background_response_is_charged_once_by_the_first_read_that_finds_it_done(
-    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., Any]
 ) -> None:
-    gw = start([backend("a", sims("a", background_seconds=0.2).url)])
+    gw = demo_gateway([backend("a", sims("a", background_seconds=0.2).url)])
     client = v1(gw)
     queued = client.responses.create(model="chat", input="Take your time", background=True, max_output_tokens=5)
     assert queued.status in ("queued", "in_progress")
@@ -471,10 +458,10 @@ def test_a_background_response_is_charged_once_by_the_first_read_that_finds_it_d
 
 
 def test_an_id_with_no_record_is_looked_for_on_every_backend(
-    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., Any]
 ) -> None:
     a, b = sims("a"), sims("b")
-    gw = start([backend("a", a.url), backend("b", b.url)])
+    gw = demo_gateway([backend("a", a.url), backend("b", b.url)])
     # Stored on b behind the gateway's back (as before the gateway existed): no affinity record.
     direct = OpenAI(base_url=b.url + "/openai/v1", api_key="sim-key", max_retries=0)
     stored = direct.responses.create(model="chat", input="Made elsewhere", max_output_tokens=3)
@@ -489,10 +476,10 @@ def test_an_id_with_no_record_is_looked_for_on_every_backend(
         v1(gw).responses.retrieve("resp_nowhere")
 
 
-def test_a_response_names_the_backends_own_deployment_upstream(start: Callable[..., Any]) -> None:
+def test_a_response_names_the_backends_own_deployment_upstream(demo_gateway: Callable[..., Any]) -> None:
     config = SimulatorConfig(name="a", deployments=("gpt-4o-mini-2024-07-18",), api_key="sim-key")
     with SimulatorThread(config) as sim:
-        gw = start([{"name": "a", "endpoint": sim.url, "deployments": {"chat": "gpt-4o-mini-2024-07-18"}}])
+        gw = demo_gateway([{"name": "a", "endpoint": sim.url, "deployments": {"chat": "gpt-4o-mini-2024-07-18"}}])
         made = v1(gw).responses.create(model="chat", input="Who am I talking to?", max_output_tokens=3)
         assert made.output_text
         sent = sim.requests()[-1]["body"]
@@ -501,10 +488,10 @@ def test_a_response_names_the_backends_own_deployment_upstream(start: Callable[.
 
 
 def test_speech_cut_by_the_backend_is_cut_for_the_caller_too(
-    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., Any]
 ) -> None:
     sim = sims("a")
-    gw = start([backend("a", sim.url)])
+    gw = demo_gateway([backend("a", sim.url)])
     sim.set_faults(drop_after_headers=True)
     body = json.dumps({"model": "chat", "voice": "alloy", "input": " ".join(["word"] * 400), "response_format": "wav"})
     request = urllib.request.Request(
@@ -523,9 +510,9 @@ def test_speech_cut_by_the_backend_is_cut_for_the_caller_too(
 
 
 def test_a_subscription_limited_to_some_deployments_may_use_responses_but_not_files_or_batches(
-    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., Any]
 ) -> None:
-    gw = start([backend("a", sims("a").url)])
+    gw = demo_gateway([backend("a", sims("a").url)])
     status, _, created = raw(
         gw,
         "/gateway/admin/subscriptions",
@@ -544,12 +531,12 @@ def test_a_subscription_limited_to_some_deployments_may_use_responses_but_not_fi
 
 
 def test_a_multipart_body_no_backend_can_read_is_400_and_never_forwarded(
-    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., Any]
 ) -> None:
     # Found by the fuzzer: a form without its boundary went to every backend, each answered 500, and the caller got
     # 503 no_backend_available (and, repeated, the breakers' attention) for a mistake of its own.
     a, b = sims("a"), sims("b")
-    gw = start([backend("a", a.url), backend("b", b.url)])
+    gw = demo_gateway([backend("a", a.url), backend("b", b.url)])
     form = b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\nRIFF\r\n--B--\r\n'
     for content_type, body in (
         ("multipart/form-data", form),
@@ -572,11 +559,11 @@ def test_a_multipart_body_no_backend_can_read_is_400_and_never_forwarded(
 
 
 def test_a_list_every_backend_refuses_is_their_4xx_not_a_503(
-    sims: Callable[..., SimulatorThread], start: Callable[..., Any]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., Any]
 ) -> None:
     # Found by the fuzzer: `GET /v1/batches?api-version=2024-10-21` (a version the v1 routes refuse) was refused
     # 400 by every backend, and the caller was told 503 "retry later", with Retry-After.
-    gw = start([backend("a", sims("a").url), backend("b", sims("b").url)])
+    gw = demo_gateway([backend("a", sims("a").url), backend("b", sims("b").url)])
     for path in ("/v1/batches?api-version=2024-10-21", "/openai/v1/files?api-version=2024-10-21"):
         status, headers, answer = raw(gw, path)
         assert status == 400, (path, answer)

@@ -18,27 +18,14 @@ import pytest
 from openai import AzureOpenAI, OpenAI
 
 from devtools.ports import free_port
-from shared.clock import SYSTEM_CLOCK, Clock, ManualClock
+from shared.clock import ManualClock
 from shared.gateway import Gateway
 from simulator import SimulatorThread
-from tests.fixtures.servers import GatewayServer, settings_for
+from tests.fixtures.servers import DEMO_ADMIN_KEY as ADMIN
+from tests.fixtures.servers import DEMO_KEY as KEY
+from tests.fixtures.servers import GatewayServer, backend, settings_for
 
-KEY = "test-subscription-key-0123456789abcdef"
-ADMIN = "test-admin-key"
 MESSAGES = [{"role": "user", "content": "Tell me about load balancing"}]
-
-
-def backend(name: str, url: str, priority: int = 1, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "endpoint": url, "priority": priority, "deployments": ["chat", "embed"], **extra}
-
-
-@pytest.fixture
-def start(gateway_server: Callable[..., GatewayServer]) -> Callable[..., GatewayServer]:
-    def start_gateway(backends: list[dict[str, Any]], clock: Clock = SYSTEM_CLOCK, **env: str) -> GatewayServer:
-        settings = settings_for(backends, GATEWAY_DEMO_KEY=KEY, GATEWAY_ADMIN_KEY=ADMIN, **env)
-        return gateway_server(lambda: Gateway(settings, clock=clock))
-
-    return start_gateway
 
 
 def azure(gw: GatewayServer) -> AzureOpenAI:
@@ -69,10 +56,10 @@ def calls(sim: SimulatorThread) -> int:
 
 
 def test_chat_through_both_sdk_shapes(
-    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., GatewayServer]
 ) -> None:
     sim = sims("a")
-    gw = start([backend("a", sim.url)])
+    gw = demo_gateway([backend("a", sim.url)])
     response = azure(gw).chat.completions.with_raw_response.create(model="chat", messages=MESSAGES)
     completion = response.parse()
     assert completion.choices[0].message.content
@@ -87,10 +74,10 @@ def test_chat_through_both_sdk_shapes(
 
 
 def test_stream_hides_the_usage_chunk_it_asked_for(
-    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., GatewayServer]
 ) -> None:
     sim = sims("a")
-    gw = start([backend("a", sim.url)])
+    gw = demo_gateway([backend("a", sim.url)])
     chunks = list(azure(gw).chat.completions.create(model="chat", messages=MESSAGES, stream=True, max_tokens=6))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert all(c.usage is None for c in chunks)  # the caller did not ask for usage
@@ -100,9 +87,9 @@ def test_stream_hides_the_usage_chunk_it_asked_for(
 
 
 def test_stream_keeps_the_usage_chunk_when_the_caller_asks(
-    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., GatewayServer]
 ) -> None:
-    gw = start([backend("a", sims("a").url)])
+    gw = demo_gateway([backend("a", sims("a").url)])
     chunks = list(
         azure(gw).chat.completions.create(
             model="chat", messages=MESSAGES, stream=True, max_tokens=6, stream_options={"include_usage": True}
@@ -112,18 +99,18 @@ def test_stream_keeps_the_usage_chunk_when_the_caller_asks(
     assert chunks[-1].usage.completion_tokens == 6
 
 
-def test_embeddings(sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]) -> None:
-    gw = start([backend("a", sims("a").url)])
+def test_embeddings(sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., GatewayServer]) -> None:
+    gw = demo_gateway([backend("a", sims("a").url)])
     result = azure(gw).embeddings.create(model="embed", input=["one", "two"])
     assert len(result.data) == 2
     assert len(result.data[0].embedding) > 0
 
 
 def test_caller_credentials_never_reach_a_backend(
-    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., GatewayServer]
 ) -> None:
     sim = sims("a")
-    gw = start([backend("a", sim.url)])
+    gw = demo_gateway([backend("a", sim.url)])
     status, headers, _ = raw(
         gw,
         "/openai/deployments/chat/chat/completions?api-version=2024-10-21",
@@ -151,35 +138,37 @@ def test_caller_credentials_never_reach_a_backend(
 
 
 def test_failover_when_the_primary_is_down_or_refuses_connections(
-    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., GatewayServer]
 ) -> None:
     down, spare = sims("down"), sims("spare")
     down.set_faults(down=True)
     closed_port = f"http://127.0.0.1:{free_port()}"
-    gw = start([backend("down", down.url), backend("refused", closed_port), backend("spare", spare.url, priority=2)])
+    gw = demo_gateway(
+        [backend("down", down.url), backend("refused", closed_port), backend("spare", spare.url, priority=2)]
+    )
     for _ in range(3):
         response = azure(gw).chat.completions.with_raw_response.create(model="chat", messages=MESSAGES)
         assert response.headers["x-gateway-backend"] == "spare"
 
 
 def test_failover_on_500s_and_the_caller_sees_no_error(
-    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., GatewayServer]
 ) -> None:
     bad, good = sims("bad"), sims("good")
     bad.set_faults(error_rate=1.0, error_status=500)
-    gw = start([backend("bad", bad.url), backend("good", good.url, priority=2)])
+    gw = demo_gateway([backend("bad", bad.url), backend("good", good.url, priority=2)])
     for _ in range(4):
         response = azure(gw).chat.completions.with_raw_response.create(model="chat", messages=MESSAGES)
         assert response.headers["x-gateway-backend"] == "good"
 
 
 def test_throttled_backend_is_not_called_again_before_its_retry_after(
-    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., GatewayServer]
 ) -> None:
     busy, spare = sims("busy"), sims("spare")
     busy.set_faults(throttle_rate=1.0, retry_after=30, count=1)
     clock = ManualClock()
-    gw = start([backend("busy", busy.url), backend("spare", spare.url, priority=2)], clock=clock)
+    gw = demo_gateway([backend("busy", busy.url), backend("spare", spare.url, priority=2)], clock=clock)
     client = azure(gw)
     first = client.chat.completions.with_raw_response.create(model="chat", messages=MESSAGES)
     assert first.headers["x-gateway-backend"] == "spare"  # the 429 never reached the caller
@@ -200,12 +189,12 @@ def test_throttled_backend_is_not_called_again_before_its_retry_after(
 
 
 def test_every_backend_throttled_answers_429_with_the_smallest_retry_after(
-    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., GatewayServer]
 ) -> None:
     a, b = sims("a"), sims("b")
     a.set_faults(throttle_rate=1.0, retry_after=20)
     b.set_faults(throttle_rate=1.0, retry_after=5)
-    gw = start([backend("a", a.url), backend("b", b.url, priority=2)])
+    gw = demo_gateway([backend("a", a.url), backend("b", b.url, priority=2)])
     with pytest.raises(openai.RateLimitError) as info:
         azure(gw).chat.completions.create(model="chat", messages=MESSAGES)
     assert info.value.response.headers["retry-after"] == "5"
@@ -218,11 +207,11 @@ def test_every_backend_throttled_answers_429_with_the_smallest_retry_after(
 
 
 def test_timeout_before_first_byte_fails_over(
-    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., GatewayServer]
 ) -> None:
     slow, fast = sims("slow"), sims("fast")
     slow.set_faults(slow_first_byte_ms=3000)
-    gw = start([backend("slow", slow.url, timeouts={"first_byte": 0.3}), backend("fast", fast.url, priority=2)])
+    gw = demo_gateway([backend("slow", slow.url, timeouts={"first_byte": 0.3}), backend("fast", fast.url, priority=2)])
     response = azure(gw).chat.completions.with_raw_response.create(model="chat", messages=MESSAGES)
     assert response.headers["x-gateway-backend"] == "fast"
     chunks = list(azure(gw).chat.completions.create(model="chat", messages=MESSAGES, stream=True))
@@ -230,10 +219,10 @@ def test_timeout_before_first_byte_fails_over(
 
 
 def test_caller_errors_pass_through_and_are_not_retried(
-    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., GatewayServer]
 ) -> None:
     a, b = sims("a"), sims("b")
-    gw = start([backend("a", a.url), backend("b", b.url, priority=2)])
+    gw = demo_gateway([backend("a", a.url), backend("b", b.url, priority=2)])
     with pytest.raises(openai.BadRequestError) as info:
         azure(gw).chat.completions.create(model="chat", messages=[{"role": "user", "content": "[[content_filter]]"}])
     assert info.value.body["code"] == "content_filter"  # type: ignore[index]
@@ -241,12 +230,12 @@ def test_caller_errors_pass_through_and_are_not_retried(
 
 
 def test_breaker_opens_then_half_opens_and_closes(
-    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., GatewayServer]
 ) -> None:
     flaky, spare = sims("flaky"), sims("spare")
     flaky.set_faults(error_rate=1.0, error_status=503, count=2)
     clock = ManualClock()
-    gw = start(
+    gw = demo_gateway(
         [backend("flaky", flaky.url), backend("spare", spare.url, priority=2)],
         clock=clock,
         GATEWAY_BREAKER='{"mode": "count", "failures": 2, "interval_seconds": 10, "trip_seconds": 30}',
@@ -278,11 +267,11 @@ def test_breaker_opens_then_half_opens_and_closes(
 
 
 def test_backend_failing_mid_stream_ends_the_stream_with_an_error(
-    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., GatewayServer]
 ) -> None:
     sim = sims("a")
     sim.set_faults(drop_mid_stream_after=3)
-    gw = start([backend("a", sim.url)])
+    gw = demo_gateway([backend("a", sim.url)])
     stream = azure(gw).chat.completions.create(model="chat", messages=MESSAGES, stream=True, max_tokens=20)
     received = []
 
@@ -295,11 +284,11 @@ def test_backend_failing_mid_stream_ends_the_stream_with_an_error(
 
 
 def test_no_backend_available_answers_503(
-    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., GatewayServer]
 ) -> None:
     a = sims("a")
     a.set_faults(down=True)
-    gw = start([backend("a", a.url), backend("b", f"http://127.0.0.1:{free_port()}", priority=2)])
+    gw = demo_gateway([backend("a", a.url), backend("b", f"http://127.0.0.1:{free_port()}", priority=2)])
     with pytest.raises(openai.InternalServerError) as info:
         azure(gw).chat.completions.create(model="chat", messages=MESSAGES)
     assert info.value.status_code == 503
@@ -342,7 +331,7 @@ AUTH = {"api-key": KEY, "content-type": "application/json"}
 )
 def test_bad_input_gets_an_openai_error_envelope(
     sims: Callable[..., SimulatorThread],
-    start: Callable[..., GatewayServer],
+    demo_gateway: Callable[..., GatewayServer],
     path: str,
     method: str,
     body: bytes | None,
@@ -350,7 +339,7 @@ def test_bad_input_gets_an_openai_error_envelope(
     status: int,
     code: str,
 ) -> None:
-    gw = start([backend("a", sims("a").url)], GATEWAY_MAX_BODY_BYTES="4096")
+    gw = demo_gateway([backend("a", sims("a").url)], GATEWAY_MAX_BODY_BYTES="4096")
     got_status, got_headers, payload = raw(gw, path, method=method, body=body, headers=headers)
     assert got_status == status
     assert set(payload["error"]) == {"message", "type", "code", "param"}
@@ -358,8 +347,8 @@ def test_bad_input_gets_an_openai_error_envelope(
     assert got_headers.get("x-request-id")
 
 
-def test_health(sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]) -> None:
-    gw = start([backend("a", sims("a").url)])
+def test_health(sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., GatewayServer]) -> None:
+    gw = demo_gateway([backend("a", sims("a").url)])
     status, _, body = raw(gw, "/health", method="GET")
     assert status == 200
     assert body["status"] == "ok"
@@ -401,19 +390,21 @@ def test_a_stream_cut_by_the_backend_is_charged_what_was_sent(
 
 
 def test_failover_is_bounded_by_max_attempts(
-    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., GatewayServer]
 ) -> None:
     bad, good = sims("bad"), sims("good")
     bad.set_faults(error_rate=1.0, error_status=500)
-    gw = start([backend("bad", bad.url), backend("good", good.url, priority=2)], GATEWAY_MAX_ATTEMPTS="1")
+    gw = demo_gateway([backend("bad", bad.url), backend("good", good.url, priority=2)], GATEWAY_MAX_ATTEMPTS="1")
     with pytest.raises(openai.InternalServerError) as info:
         azure(gw).chat.completions.create(model="chat", messages=MESSAGES)
     assert info.value.status_code == 503
     assert calls(good) == 0  # one attempt allowed: no failover
 
 
-def test_openai_shape_streams_too(sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]) -> None:
-    gw = start([backend("a", sims("a").url)])
+def test_openai_shape_streams_too(
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., GatewayServer]
+) -> None:
+    gw = demo_gateway([backend("a", sims("a").url)])
     client = OpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=0)
     chunks = list(client.chat.completions.create(model="chat", messages=MESSAGES, stream=True, max_tokens=4))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -439,10 +430,10 @@ def wait_for(check: Callable[[], bool], seconds: float = 5.0) -> bool:
 
 
 def test_a_request_every_backend_fails_opens_no_breaker(
-    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., GatewayServer]
 ) -> None:
     a, b = sims("a"), sims("b")
-    gw = start(
+    gw = demo_gateway(
         [backend("a", a.url), backend("b", b.url)],
         GATEWAY_BREAKER='{"failure_rate": 0.5, "min_requests": 3, "window_seconds": 30}',
     )
@@ -466,11 +457,11 @@ def test_a_request_every_backend_fails_opens_no_breaker(
 
 
 def test_500s_on_one_backend_open_its_breaker_under_the_rate_rule(
-    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., GatewayServer]
 ) -> None:
     bad, good = sims("bad"), sims("good")
     bad.set_faults(error_rate=1.0, error_status=500)
-    gw = start(
+    gw = demo_gateway(
         [backend("bad", bad.url), backend("good", good.url, priority=2)],
         GATEWAY_BREAKER='{"failure_rate": 0.5, "min_requests": 4, "window_seconds": 30}',
     )
@@ -485,11 +476,11 @@ def test_500s_on_one_backend_open_its_breaker_under_the_rate_rule(
 
 
 def test_a_backend_that_cuts_streams_is_tripped(
-    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., GatewayServer]
 ) -> None:
     cutter, spare = sims("cutter"), sims("spare")
     cutter.set_faults(drop_mid_stream_after=3)
-    gw = start(
+    gw = demo_gateway(
         [backend("cutter", cutter.url), backend("spare", spare.url, priority=2)],
         GATEWAY_BREAKER='{"failure_rate": 0.5, "min_requests": 3, "window_seconds": 30}',
     )
@@ -512,11 +503,11 @@ def _open_stream(gw: GatewayServer) -> Any:
 
 
 def test_a_caller_leaving_a_stream_or_the_gateway_stopping_is_not_the_backends_fault(
-    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., GatewayServer]
 ) -> None:
     sim = sims("a")
     sim.set_latency(tokens_per_second=20)  # 200 tokens: ten seconds, plenty of time to leave
-    gw = start([backend("a", sim.url)], GATEWAY_BREAKER='{"failure_rate": 0.5, "min_requests": 1}')
+    gw = demo_gateway([backend("a", sim.url)], GATEWAY_BREAKER='{"failure_rate": 0.5, "min_requests": 1}')
     assert gw.gateway is not None
     left = _open_stream(gw)
     left.close()  # the caller goes away
@@ -529,12 +520,12 @@ def test_a_caller_leaving_a_stream_or_the_gateway_stopping_is_not_the_backends_f
 
 
 def test_every_503_says_when_to_retry(
-    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., GatewayServer]
 ) -> None:
     a = sims("a")
     a.set_faults(down=True)
     clock = ManualClock()
-    gw = start(
+    gw = demo_gateway(
         [backend("a", a.url)],
         clock=clock,
         GATEWAY_BREAKER='{"mode": "count", "failures": 2, "trip_seconds": 30}',
@@ -591,11 +582,11 @@ def test_a_cut_stream_is_charged_the_content_tokens_the_caller_received(
 
 
 def test_attempts_abandoned_at_the_first_byte_timeout_are_counted_with_their_cost(
-    sims: Callable[..., SimulatorThread], start: Callable[..., GatewayServer]
+    sims: Callable[..., SimulatorThread], demo_gateway: Callable[..., GatewayServer]
 ) -> None:
     slow, fast = sims("slow"), sims("fast")
     slow.set_faults(slow_first_byte_ms=2000)
-    gw = start(
+    gw = demo_gateway(
         [backend("slow", slow.url, timeouts={"first_byte": 0.2}), backend("fast", fast.url, priority=2)],
         GATEWAY_PRICES='{"chat": {"input": 2.0, "output": 8.0}}',
     )
