@@ -222,20 +222,28 @@ def _sequence(tokens: tuple[Token, ...]) -> tuple[str, ...]:
     return tuple(term_of(t) for t in tokens if t.kind in ("word", "num", "sym") or t.low == ",")
 
 
-def swapped(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
-    """b is a with two groups of up to four terms exchanged around a middle that is not just "and"/"or".
-
-    An empty middle is a block moved, not an exchange ("in Python, how do I..." / "how do I ... in Python").
-    """
+def rearranged(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """When b holds a's terms in another order, the stretch of each between their common start and end."""
     if len(a) != len(b) or a == b or Counter(a) != Counter(b):
-        return False
+        return None
     i = 0
     while a[i] == b[i]:
         i += 1
     j = len(a)
     while a[j - 1] == b[j - 1]:
         j -= 1
-    ra, rb = a[i:j], b[i:j]
+    return a[i:j], b[i:j]
+
+
+def swapped(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """b is a with two groups of up to four terms exchanged around a middle that is not just "and"/"or".
+
+    An empty middle is a block moved, not an exchange ("in Python, how do I..." / "how do I ... in Python").
+    """
+    span = rearranged(a, b)
+    if span is None:
+        return False
+    ra, rb = span
     n = len(ra)
     for lx in range(1, min(n - 1, 5)):
         for ly in range(1, min(n - lx, 5)):

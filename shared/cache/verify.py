@@ -80,12 +80,12 @@ ONE_SPAN_FRAME = 0.5
 class Verdict:
     ok: bool
     reason: str | None = None  # one of REASONS when not ok
-    # Passed because the prompts are not the same sentence: the alignment rule could not judge them.
-    reworded: bool = False
 
 
 SAME = Verdict(True)
-REWORDED = Verdict(True, reworded=True)
+# The alignment rule abstains on prompts that are not the same sentence: it passes them to the other rules and the
+# proof.
+REWORDED = SAME
 
 
 def _build_parts() -> dict[str, frozenset[str]]:
@@ -131,15 +131,10 @@ def exchanged(new: str, stored: str) -> Verdict:
 
 def _one_for_another(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     """b is a with two single words exchanged around one or two words that each sequence has once (X gives Y)."""
-    if len(a) != len(b) or a == b or Counter(a) != Counter(b):
+    span = cacheguard.rearranged(a, b)
+    if span is None:
         return False
-    i = 0
-    while a[i] == b[i]:
-        i += 1
-    j = len(a)
-    while a[j - 1] == b[j - 1]:
-        j -= 1
-    ra, rb = a[i:j], b[i:j]
+    ra, rb = span
     if not 3 <= len(ra) <= 4 or rb != (ra[-1], *ra[1:-1], ra[0]):
         return False
     counts = Counter(a)
@@ -155,8 +150,7 @@ def structure(new: str, stored: str) -> Verdict:
     there = _aligned(new, stored)
     if not there.ok:
         return there
-    back = _aligned(stored, new)
-    return back if not back.ok else (REWORDED if there.reworded or back.reworded else SAME)
+    return _aligned(stored, new)
 
 
 def _aligned(new: str, stored: str) -> Verdict:
