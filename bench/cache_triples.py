@@ -24,7 +24,7 @@ import aiohttp
 from openai import AsyncAzureOpenAI
 
 from bench.cache_eval.verification import upper_bound
-from bench.common import gateway, simulator
+from bench.common import create_subscription, gateway, simulator
 
 HERE = Path(__file__).resolve().parent / "cache_eval"
 TRIPLES = HERE / "triples_holdout6.jsonl"
@@ -39,16 +39,6 @@ SETTINGS = {
 
 def load(path: Path) -> list[dict[str, str]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-async def _subscription(session: aiohttp.ClientSession, url: str, name: str) -> str:
-    async with session.post(
-        f"{url}/gateway/admin/subscriptions", json={"name": name}, headers={"x-admin-key": ADMIN_KEY}
-    ) as response:
-        if response.status != 201:
-            raise RuntimeError(f"could not create a subscription: {await response.text()}")
-        key: str = (await response.json())["primary_key"]
-        return key
 
 
 async def _ask(url: str, key: str, question: str) -> str:
@@ -71,7 +61,7 @@ async def run(path: Path) -> dict[str, Any]:
         with gateway(backends, SETTINGS) as (url, _):
             async with aiohttp.ClientSession() as session:
                 for n, t in enumerate(triples):
-                    key = await _subscription(session, url, f"triple-{n}")
+                    key = await create_subscription(session, url, ADMIN_KEY, f"triple-{n}")
                     first = await _ask(url, key, t["question"])
                     # The background store of the answer: give it a moment before the next lookup.
                     await asyncio.sleep(0.2)

@@ -113,3 +113,14 @@ async def load(
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
     return LoadResult(len(latencies), errors, elapsed, latencies)
+
+
+async def create_subscription(session: aiohttp.ClientSession, url: str, admin_key: str, name: str) -> str:
+    """A new subscription through the admin API; its primary key."""
+    async with session.post(
+        f"{url}/gateway/admin/subscriptions", json={"name": name}, headers={"x-admin-key": admin_key}
+    ) as response:
+        if response.status != 201:
+            raise RuntimeError(f"could not create a subscription: {await response.text()}")
+        key: str = (await response.json())["primary_key"]
+        return key

@@ -26,6 +26,7 @@ from typing import Any
 
 import aiohttp
 
+from bench.common import create_subscription
 from simulator import SimulatorConfig, SimulatorThread
 
 SIM_KEY = "bench-key"
@@ -154,16 +155,6 @@ SETTINGS = {
 }
 
 
-async def _subscription(session: aiohttp.ClientSession, url: str, name: str) -> str:
-    async with session.post(
-        f"{url}/gateway/admin/subscriptions", json={"name": name}, headers={"x-admin-key": ADMIN_KEY}
-    ) as response:
-        if response.status != 201:
-            raise RuntimeError(f"could not create a subscription: {await response.text()}")
-        key: str = (await response.json())["primary_key"]
-        return key
-
-
 async def _failed(session: aiohttp.ClientSession, url: str, key: str, body: bytes) -> bool:
     """One request as a caller sees it: an error is any status but 200, or a stream that does not end well."""
     headers = {"api-key": key, "content-type": "application/json"}
@@ -180,7 +171,7 @@ async def drive(url: str, row: Row, requests: int, concurrency: int) -> RowResul
     started = time.monotonic()
     good = json.dumps({**GOOD, "stream": True} if row.stream else GOOD).encode()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        poisoner = await _subscription(session, url, "poisoner") if row.poison else ""
+        poisoner = await create_subscription(session, url, ADMIN_KEY, "poisoner") if row.poison else ""
         errors = poison_errors = 0
         queue = list(range(requests))
 

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.errors import StoreUnavailable
+from shared.stores.sdkoptions import client_options
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -25,8 +26,7 @@ if TYPE_CHECKING:
 
 # One append_block carries at most 4 MiB on every service version Azurite and Azure accept.
 MAX_APPEND_BYTES = 4 * 1024 * 1024
-_CLIENT_OPTIONS: dict[str, Any] = {"retry_total": 2, "retry_backoff_factor": 0.2, "retry_backoff_max": 2}
-_TIMEOUTS = {"connection_timeout": 3, "read_timeout": 10}
+_READ_TIMEOUT_SECONDS = 10
 
 
 class AppendLog(Protocol):
@@ -109,16 +109,10 @@ class AzureAppendLog:
             return self._container
         async with self._lock:
             if self._container is None:
-                from azure.core.pipeline.transport import AioHttpTransport  # noqa: PLC0415 - SDK loads on first use
-                from azure.storage.blob.aio import BlobServiceClient  # noqa: PLC0415
+                from azure.storage.blob.aio import BlobServiceClient  # noqa: PLC0415 - SDK loads on first use
 
                 session = await self._session() if self._session is not None else None
-                transport = (
-                    AioHttpTransport(session=session, session_owner=False, **_TIMEOUTS)
-                    if session is not None
-                    else AioHttpTransport(**_TIMEOUTS)
-                )
-                options = {**_CLIENT_OPTIONS, "transport": transport, "raw_request_hook": self._count}
+                options = client_options(session, read_timeout=_READ_TIMEOUT_SECONDS, count=self._count)
                 if self._connection_string:
                     service = BlobServiceClient.from_connection_string(self._connection_string, **options)
                 else:

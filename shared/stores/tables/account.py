@@ -22,10 +22,10 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.core.pipeline.transport import AioHttpTransport
 from azure.data.tables import TableTransactionError, UpdateMode
 
 from shared.errors import StoreUnavailable
+from shared.stores.sdkoptions import client_options
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -41,9 +41,8 @@ Entity = dict[str, Any]
 # Keys reach RowKeys from requests; Table Storage refuses '/', '\\', '#', '?' and control characters.
 SAFE_KEY = re.compile(r"^[A-Za-z0-9._|-]{1,200}$")
 CAS_ATTEMPTS = 16
-# The limiter falls back to per-instance limits when storage is slow, so fail fast rather than retry long.
-_CLIENT_OPTIONS: dict[str, Any] = {"retry_total": 2, "retry_backoff_factor": 0.2, "retry_backoff_max": 2}
-_TIMEOUTS = {"connection_timeout": 3, "read_timeout": 5}
+# The limiter falls back to per-instance limits when storage is slow, so fail fast (shared.stores.sdkoptions).
+_READ_TIMEOUT_SECONDS = 5
 # The whole call, retries included (GATEWAY_STORAGE_TIMEOUT_SECONDS): a storage account that accepts
 # connections and never answers must cost a request this long at most, not the SDK's retries times its timeouts.
 DEFAULT_TIMEOUT_SECONDS = 2.0
@@ -95,12 +94,7 @@ class TableAccount:
         from azure.data.tables.aio import TableServiceClient  # noqa: PLC0415 - SDK loads on first storage call
 
         session = await self._session() if self._session is not None else None
-        transport = (
-            AioHttpTransport(session=session, session_owner=False, **_TIMEOUTS)
-            if session is not None
-            else AioHttpTransport(**_TIMEOUTS)
-        )
-        options = {**_CLIENT_OPTIONS, "transport": transport, "raw_request_hook": self._count}
+        options = client_options(session, read_timeout=_READ_TIMEOUT_SECONDS, count=self._count)
         if self._storage.connection_string:
             return TableServiceClient.from_connection_string(self._storage.connection_string, **options)
         from azure.identity.aio import DefaultAzureCredential  # noqa: PLC0415 - Azure only
